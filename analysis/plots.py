@@ -1,0 +1,251 @@
+"""The report's figures, one function per figure, each returning a matplotlib Figure.
+
+Figures are built with matplotlib's object API (``Figure``, never ``pyplot``): saving renders with Agg, no GUI
+backend is ever selected and no global figure state accumulates across a report. Power laws are drawn on log
+axes, every axis names its quantity and unit, and a family of curves gets one colour per level with a legend
+(continuous sizes are binned into a few log-spaced levels so that the legend stays readable).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
+from matplotlib.ticker import FormatStrFormatter
+
+from analysis.compare import GroupComparison
+from analysis.fits import ChinchillaFit
+from analysis.thresholds import Threshold
+
+LABELS = {
+    "N": "parameters N",
+    "D": "training tokens D",
+    "C": "training compute C = 6ND (FLOPs)",
+    "loss": "eval loss (nats/token)",
+}
+_MAX_LEVELS = 6
+
+
+def loss_curves(fit: ChinchillaFit, *, x: str, n_label: str = LABELS["N"]) -> Figure:
+    """Loss against ``x`` ("N" or "D"), one colour per level of the other variable, with the fitted law."""
+    other = "D" if x == "N" else "N"
+    points = fit.points
+    levels, values = _levels(points[other].to_numpy())
+    fig = Figure(figsize=(7.5, 5))
+    ax = fig.subplots()
+    colours = colormaps["viridis"](np.linspace(0, 0.9, len(values)))
+    grid = np.geomspace(points[x].min() / 1.5, points[x].max() * 1.5, 200)
+    for level, (value, colour) in enumerate(zip(values, colours, strict=True)):
+        at = points[levels == level]
+        used = at[at["used"]]
+        ax.scatter(used[x], used["loss"], color=colour, s=22, zorder=3)
+        ax.scatter(at.loc[~at["used"], x], at.loc[~at["used"], "loss"], facecolors="none", edgecolors=colour, s=22)
+        curve = fit.predict(grid, value) if x == "N" else fit.predict(value, grid)
+        ax.plot(grid, curve, color=colour, lw=1.5, label=f"{other} = {_si(value)}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(n_label if x == "N" else LABELS["D"])
+    ax.set_ylabel(LABELS["loss"])
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+    ax.set_title(f"Loss vs {x}: data (dots; hollow = dropped) and fitted L(N, D) (lines)")
+    ax.legend(title=f"curve at {other}", fontsize=8, title_fontsize=9, loc="upper right")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def isoloss(fit: ChinchillaFit, *, n_label: str = LABELS["N"]) -> Figure:
+    """Contours of fitted loss over (C, N), the data, and the compute-optimal frontier N_opt(C) with its
+    interval."""
+    points = fit.points
+    c_range = np.geomspace((6 * points["N"] * points["D"]).min() / 3, (6 * points["N"] * points["D"]).max() * 30, 160)
+    n_range = np.geomspace(points["N"].min() / 3, points["N"].max() * 10, 160)
+    cc, nn = np.meshgrid(c_range, n_range)
+    loss = fit.predict(nn, cc / (6 * nn))
+    fig = Figure(figsize=(7.5, 5.5))
+    ax = fig.subplots()
+    levels = np.quantile(loss, np.linspace(0.02, 0.9, 12))
+    contour = ax.contour(cc, nn, loss, levels=np.unique(np.round(levels, 3)), cmap="viridis_r", linewidths=1)
+    ax.clabel(contour, fmt="%.2f", fontsize=7)
+    frontier = fit.compute_optimal(c_range)
+    ax.plot(frontier["compute"], frontier["n_opt"], color="crimson", lw=2, label="compute-optimal N_opt(C)")
+    ax.fill_between(
+        frontier["compute"],
+        frontier["n_opt_low"],
+        frontier["n_opt_high"],
+        color="crimson",
+        alpha=0.15,
+        label=f"{fit.options.ci:.0%} bootstrap interval",
+    )
+    ax.scatter(6 * points["N"] * points["D"], points["N"], c="k", s=10, label="trials", zorder=3)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_ylim(n_range[0], n_range[-1])
+    ax.set_xlabel(LABELS["C"])
+    ax.set_ylabel(n_label)
+    a = fit.params()["a"]
+    ax.set_title(f"Iso-loss contours (nats/token); N_opt ∝ C^{a.value:.3f} [{a.low:.3f}, {a.high:.3f}]")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(True, which="major", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def residuals(fit: ChinchillaFit, *, n_label: str = LABELS["N"]) -> Figure:
+    """Log residuals (log L − log L̂) against N and against D; dropped points hollow."""
+    points = fit.points
+    fig = Figure(figsize=(10, 4))
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, x, label in ((axes[0], "N", n_label), (axes[1], "D", LABELS["D"])):
+        used = points[points["used"]]
+        ax.scatter(used[x], used["residual"], s=14, color="tab:blue", label="fitted points")
+        dropped = points[~points["used"]]
+        if len(dropped):
+            ax.scatter(
+                dropped[x],
+                dropped["residual"],
+                s=14,
+                facecolors="none",
+                edgecolors="tab:red",
+                label="dropped",
+            )
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel("residual log L − log L̂ (≈ relative error)")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"Fit residuals (summed Huber objective {fit.objective:.3g} over {fit.n_points} points)")
+    fig.tight_layout()
+    return fig
+
+
+def group_exponents(comparison: GroupComparison) -> Figure:
+    """Per-group exponents and E with their bootstrap intervals, one panel per parameter."""
+    table = comparison.table()
+    names = [p for p in ("alpha", "beta", "E") if p in table.columns]
+    symbols = {
+        "alpha": "α (exponent in N)" if comparison.form == "joint" else f"α (exponent in {comparison.form})",
+        "beta": "β (exponent in D)",
+        "E": "E (irreducible loss, nats/token)",
+    }
+    fig = Figure(figsize=(4.2 * len(names), 0.5 * len(table) + 2.2))
+    axes = fig.subplots(1, len(names), squeeze=False)
+    y = np.arange(len(table))
+    for ax, name in zip(axes[0], names, strict=True):
+        value = table[name].to_numpy()
+        err = np.vstack([value - table[f"{name}_low"], table[f"{name}_high"] - value]).clip(min=0)
+        ax.errorbar(value, y, xerr=err, fmt="o", capsize=4, color="tab:blue")
+        ax.set_yticks(y, table["group"])
+        ax.set_xlabel(symbols[name])
+        ax.grid(True, axis="x", alpha=0.3)
+        ax.invert_yaxis()
+    fig.suptitle(f"Per-group fits of {comparison.form!r} form: estimates with {_ci_label(comparison)} intervals")
+    fig.tight_layout()
+    return fig
+
+
+def training_curves(steps: pd.DataFrame, trials: pd.DataFrame, *, n_column: str = "params_non_embedding") -> Figure:
+    """Train loss (lines) and eval loss (dots) against tokens, coloured by model size."""
+    sizes = trials.set_index("trial_id")[n_column].astype(float)
+    norm = LogNorm(vmin=sizes.min(), vmax=max(sizes.max(), sizes.min() * 1.01))
+    fig = Figure(figsize=(7.5, 5))
+    ax = fig.subplots()
+    for trial_id, curve in steps.sort_values("step").groupby("trial_id"):
+        colour = colormaps["viridis"](norm(sizes.get(trial_id, sizes.min())))
+        ax.plot(curve["tokens"], curve["train_loss"], color=colour, lw=0.8, alpha=0.6)
+        evals = curve.dropna(subset=["eval_loss"])
+        ax.scatter(evals["tokens"], evals["eval_loss"], color=colour, s=8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("tokens seen")
+    ax.set_ylabel("loss (nats/token): train (lines), eval (dots)")
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+    ax.set_title(f"Training curves of {steps['trial_id'].nunique()} trials")
+    fig.colorbar(ScalarMappable(norm=norm, cmap="viridis"), ax=ax, label=n_column)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def recovery_curves(thresholds: Sequence[Threshold]) -> Figure:
+    """Success rate against n per setting, the fitted logistic, n* with its interval and the theoretical n."""
+    columns = min(3, len(thresholds))
+    rows = int(np.ceil(len(thresholds) / columns))
+    fig = Figure(figsize=(4.6 * columns, 3.6 * rows))
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for ax, t in zip(axes.ravel(), thresholds, strict=False):
+        ax.plot(t.success["n"], t.success["rate"], "o", color="tab:blue", label="success rate")
+        n_star = t.n_star_logistic
+        if np.isfinite(n_star.value):
+            grid = np.geomspace(t.success["n"].min(), t.success["n"].max(), 200)
+            ax.plot(grid, 1 / (1 + (grid / n_star.value) ** -t.slope), color="tab:blue", lw=1)
+            ax.axvline(n_star.value, color="tab:blue", ls="-", lw=1, label=f"n* = {n_star.value:.3g}")
+            if np.isfinite(n_star.low):
+                ax.axvspan(n_star.low, n_star.high, color="tab:blue", alpha=0.12)
+        if np.isfinite(t.model_rank_theory):
+            ax.axvline(t.model_rank_theory, color="crimson", ls="--", label=f"model rank {t.model_rank_theory:.0f}")
+        ax.set_xscale("log")
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_xlabel("training samples n")
+        ax.set_ylabel("fraction recovered")
+        names = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.keys.items()]
+        half = (len(names) + 1) // 2  # two short lines fit a panel; one long line is cut off
+        ax.set_title(", ".join(names[:half]) + "\n" + ", ".join(names[half:]), fontsize=9)
+        ax.legend(fontsize=7, loc="lower right")
+        ax.grid(True, alpha=0.3)
+    for ax in axes.ravel()[len(thresholds) :]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return fig
+
+
+def curvature(probes: pd.DataFrame) -> Figure:
+    """Preconditioned and plain λ_max against step beside the stability thresholds 2/η and
+    (2+2β1)/((1−β1)η)."""
+    fig = Figure(figsize=(7.5, 5))
+    ax = fig.subplots()
+    ordered = probes.sort_values("step")
+    for (trial_id, curve), colour in zip(ordered.groupby("trial_id"), colormaps["tab10"].colors * 10, strict=False):
+        ax.plot(curve["step"], curve["lambda_max_precond"], "-o", ms=3, color=colour, label=f"{trial_id}: λmax(Ĥ)")
+        ax.plot(curve["step"], curve["lambda_max_hessian"], ":", color=colour, label=f"{trial_id}: λmax(H)")
+        ax.plot(curve["step"], curve["threshold_momentum"], "--", color=colour, lw=0.8, alpha=0.7)
+    ax.plot([], [], "--", color="grey", label="(2+2β1)/((1−β1)η)")
+    ax.set_yscale("log")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("largest eigenvalue (log scale)")
+    ax.set_title("Curvature probes against the Adam stability threshold")
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def _levels(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A level index per value and each level's representative value; ≤ _MAX_LEVELS log-spaced bins."""
+    distinct = np.unique(values)
+    if len(distinct) <= _MAX_LEVELS:
+        return np.searchsorted(distinct, values), distinct
+    edges = np.geomspace(distinct[0], distinct[-1] * (1 + 1e-9), _MAX_LEVELS + 1)
+    index = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, _MAX_LEVELS - 1)
+    present = np.unique(index)
+    centres = np.array([np.exp(np.log(values[index == i]).mean()) for i in present])
+    return np.searchsorted(present, index), centres
+
+
+def _si(value: float) -> str:
+    for factor, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if value >= factor:
+            return f"{value / factor:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
+def _ci_label(comparison: GroupComparison) -> str:
+    return f"{comparison.groups[0].fit.options.ci:.0%}" if comparison.groups else ""

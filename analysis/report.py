@@ -1,0 +1,182 @@
+"""The study report: every fit, table and figure of a results directory, as one HTML file and as Markdown +
+PNGs.
+
+The HTML embeds its images (base64), so it can be mailed or attached as a single file; the Markdown links the
+PNGs written next to it, so it renders on GitHub and diffs well. Sections appear only for the tables that
+exist: per-group joint fits (loss vs N, loss vs D, iso-loss with the compute-optimal frontier, residuals, an
+extrapolation check), the per-group comparison, training curves, recovery thresholds and curvature probes.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from analysis import plots
+from analysis.compare import GroupComparison, GroupFit, compare_groups
+from analysis.extrapolation import extrapolation_check
+from analysis.points import GROUP_COLUMNS, scaling_points
+from analysis.results import Results, summarize
+from analysis.thresholds import recovery_thresholds, thresholds_table
+
+
+@dataclass
+class Section:
+    """A titled part of the report: prose, tables and figures (name → figure, written as ``name.png``)."""
+
+    title: str
+    text: list[str] = field(default_factory=list)
+    tables: list[pd.DataFrame] = field(default_factory=list)
+    figures: dict[str, Figure] = field(default_factory=dict)
+
+
+def build_sections(results: Results, *, n_bootstrap: int = 1000) -> list[Section]:
+    """Everything the report shows, computed from ``results``; no files are written."""
+    sections = [Section("Summary", text=summarize(results).lines())]
+    points = scaling_points(results.trials)
+    if len(points):
+        comparison = compare_groups(points, by=GROUP_COLUMNS, form="joint", n_bootstrap=n_bootstrap)
+        sections.extend(_group_section(group, index, n_bootstrap) for index, group in enumerate(comparison.groups))
+        if comparison.unfitted:
+            sections[0].text.extend(f"not fitted: {label}: {why}" for label, why in comparison.unfitted.items())
+        if len(comparison.groups) > 1:
+            sections.append(_comparison_section(comparison))
+    if len(results.steps):
+        sections.append(
+            Section(
+                "Training curves",
+                figures={"training_curves": plots.training_curves(results.steps, results.trials)},
+            )
+        )
+    if len(results.recovery):
+        thresholds = recovery_thresholds(results.recovery, n_bootstrap=n_bootstrap)
+        sections.append(
+            Section(
+                "Recovery thresholds",
+                text=[
+                    "n*: logistic fit of success in log n, and the smallest n with success rate ≥ 50%, "
+                    "beside the optimistic sample size (model rank) from theory."
+                ],
+                tables=[thresholds_table(thresholds)],
+                figures={"recovery": plots.recovery_curves(thresholds)},
+            )
+        )
+    if len(results.probes):
+        sections.append(Section("Curvature probes", figures={"curvature": plots.curvature(results.probes)}))
+    return sections
+
+
+def write_report(sections: list[Section], out_dir: Path, *, title: str) -> tuple[Path, Path]:
+    """Write ``report.html`` (self-contained) and ``report.md`` + PNGs into ``out_dir``; return both paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md = [f"# {title}", ""]
+    body = [f"<h1>{html.escape(title)}</h1>"]
+    for section in sections:
+        md += [f"## {section.title}", ""] + [f"{line}  " for line in section.text] + [""]
+        body.append(f"<h2>{html.escape(section.title)}</h2>")
+        body += [f"<p>{html.escape(line)}</p>" for line in section.text]
+        for table in section.tables:
+            md += [_markdown_table(table), ""]
+            body.append(table.to_html(index=False, float_format=_format_number, border=0, classes="fit"))
+        for name, figure in section.figures.items():
+            png = _png(figure)
+            (out_dir / f"{name}.png").write_bytes(png)
+            md += [f"![{name}]({name}.png)", ""]
+            encoded = base64.b64encode(png).decode()
+            body.append(f'<figure><img alt="{name}" src="data:image/png;base64,{encoded}"></figure>')
+    html_path, md_path = out_dir / "report.html", out_dir / "report.md"
+    html_path.write_text(_HTML.format(title=html.escape(title), body="\n".join(body)), encoding="utf-8")
+    md_path.write_text("\n".join(md), encoding="utf-8")
+    return html_path, md_path
+
+
+def _group_section(group: GroupFit, index: int, n_bootstrap: int) -> Section:
+    fit = group.fit
+    slug = f"group{index}"
+    section = Section(
+        f"Joint fit L(N, D) = E + A/N^α + B/D^β — {group.label}",
+        text=[
+            f"{fit.n_points} trials; best of {fit.n_starts} starts, {fit.n_at_best} screened starts "
+            f"reached it; {len(fit.bootstrap_theta)} bootstrap resamples, {fit.options.ci:.0%} percentile "
+            "intervals."
+        ],
+        tables=[fit.table().reset_index(names="parameter")],
+        figures={
+            f"{slug}_loss_vs_N": plots.loss_curves(fit, x="N"),
+            f"{slug}_loss_vs_D": plots.loss_curves(fit, x="D"),
+            f"{slug}_isoloss": plots.isoloss(fit),
+            f"{slug}_residuals": plots.residuals(fit),
+        },
+    )
+    try:
+        used = fit.points[fit.points["used"]]
+        check = extrapolation_check(used["N"], used["D"], used["loss"], n_bootstrap=n_bootstrap)
+    except ValueError as exc:
+        section.text.append(f"Extrapolation check not run: {exc}.")
+    else:
+        section.text.append(
+            "Extrapolation check: fitted without the largest model size, the law predicts the held-out "
+            f"points with mean |relative error| {check.mean_abs_relative_error:.2%}; "
+            f"{int(check.held_out['covered'].sum())}/{len(check.held_out)} inside the interval."
+        )
+        section.tables.append(check.held_out)
+    return section
+
+
+def _comparison_section(comparison: GroupComparison) -> Section:
+    labels = [g.label for g in comparison.groups]
+    differences = [
+        vars(comparison.difference(a, b, param=param))
+        for i, a in enumerate(labels)
+        for b in labels[i + 1 :]
+        for param in ("alpha", "beta")
+    ]
+    columns = ["group", "n_points"] + [
+        f"{p}{suffix}" for p in ("E", "alpha", "beta", "a") for suffix in ("", "_low", "_high")
+    ]
+    return Section(
+        "Comparison across groups",
+        text=[
+            "Exponents and E per group; differences tested with the groups' independent bootstraps "
+            "(two-sided percentile p-values)."
+        ],
+        tables=[comparison.table()[columns], pd.DataFrame(differences)],
+        figures={"group_exponents": plots.group_exponents(comparison)},
+    )
+
+
+def _png(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    return buffer.getvalue()
+
+
+def _format_number(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def _markdown_table(table: pd.DataFrame) -> str:
+    cells = [[_format_number(v) if isinstance(v, float) else str(v) for v in row] for row in table.itertuples(False)]
+    header = "| " + " | ".join(map(str, table.columns)) + " |"
+    rule = "|" + "---|" * len(table.columns)
+    return "\n".join([header, rule] + ["| " + " | ".join(row) + " |" for row in cells])
+
+
+_HTML = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }}
+table.fit {{ border-collapse: collapse; font-size: 0.85em; margin: 0.8em 0; }}
+table.fit th, table.fit td {{ padding: 0.2em 0.6em; border-bottom: 1px solid #ddd; text-align: right; }}
+figure {{ margin: 1em 0; }} img {{ max-width: 100%; }}
+</style></head>
+<body>
+{body}
+</body></html>
+"""

@@ -1,0 +1,255 @@
+"""The training loop of one trial: a pure step function and a loop that reads like a table of contents (nanodo).
+
+Everything here runs in a plain Python process; the Ray trainable only hands a :class:`TrialConfig` in and receives
+reports through the ``on_report`` callback. A trial is reproducible: the seed fixes the initialization and the order in
+which the first D training tokens (cut into ``seq_len`` sequences) are visited, once each; there is no dropout. The
+state needed to resume mid-trial bit for bit (weights, optimizer, step, logged rows, elapsed time) is a
+:class:`TrainState`, saved and loaded by `models.checkpoint`.
+
+Divergence: a non-finite training loss ends the trial with status ``diverged``; the rows logged up to and including
+that step are kept.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.accounting import count_params, flops_per_token, training_flops
+from models.data import TokenStore
+from models.init import apply_init
+from models.lm import LMShape, build_lm
+from sweeps.grid import TrialConfig
+
+EVAL_BATCH = 32
+
+
+@dataclass
+class TrainState:
+    """Everything that changes during training; enough to resume a trial exactly."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    step: int = 0
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    train_seconds: float = 0.0
+    elapsed_offset: float = 0.0
+
+
+@dataclass(frozen=True)
+class Report:
+    """What the loop tells its caller at every eval point and at the end."""
+
+    state: TrainState
+    steps_total: int
+    final: bool
+    diverged: bool
+    checkpoint: bool
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    status: str
+    error: str | None
+    row: dict[str, Any]
+
+
+def make_optimizer(model: nn.Module, trial: TrialConfig) -> torch.optim.Optimizer:
+    """AdamW with decoupled weight decay on matrices and embeddings; biases and norm gains are not decayed."""
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": trial.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=trial.lr, betas=trial.train.betas, eps=trial.train.eps)
+
+
+def lr_at(step: int, *, peak: float, warmup: int, total: int, schedule: str, min_ratio: float) -> float:
+    """Learning rate for optimizer step `step` (0-based): linear warmup, then cosine to min_ratio·peak (or constant)."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    if schedule == "constant" or total <= warmup:
+        return peak
+    progress = min(1.0, (step - warmup) / max(1, total - warmup - 1))
+    return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, batch: torch.Tensor, lr: float, grad_clip: float
+) -> tuple[float, float]:
+    """One AdamW step on `batch` (sequences × seq_len token ids); returns (loss, grad norm before clipping)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    loss = model(input_ids=batch, labels=batch).loss
+    loss.backward()
+    max_norm = grad_clip if grad_clip > 0 else math.inf
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(loss.detach()), float(grad_norm)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, tokens: np.ndarray, seq_len: int, device: torch.device) -> float:
+    """Mean next-token loss (nats/token) over the held-out tokens, cut into seq_len sequences."""
+    model.eval()
+    n_seq = len(tokens) // seq_len
+    data = torch.from_numpy(np.asarray(tokens[: n_seq * seq_len], dtype=np.int64)).view(n_seq, seq_len)
+    total, count = 0.0, 0
+    for start in range(0, n_seq, EVAL_BATCH):
+        batch = data[start : start + EVAL_BATCH].to(device)
+        predicted = batch.numel() - batch.shape[0]  # the first token of each sequence has no prediction
+        total += float(model(input_ids=batch, labels=batch).loss) * predicted
+        count += predicted
+    model.train()
+    return total / count
+
+
+def plan_steps(trial: TrialConfig) -> int:
+    return trial.tokens // (trial.train.batch_size * trial.seq_len)
+
+
+def batch_order(trial: TrialConfig, steps: int) -> np.ndarray:
+    """Sequence indices of each step (steps × batch_size): a seeded permutation of the first D tokens' sequences."""
+    n_seq = steps * trial.train.batch_size
+    return np.random.default_rng(trial.seed).permutation(n_seq).reshape(steps, trial.train.batch_size)
+
+
+def new_state(trial: TrialConfig, vocab_size: int, device: torch.device) -> TrainState:
+    torch.manual_seed(trial.seed)
+    model = build_lm(shape_of(trial, vocab_size))
+    apply_init(model, d_model=trial.d_model, rate=trial.init.rate, std=trial.init.std, seed=trial.seed)
+    model.to(device).train()
+    return TrainState(model=model, optimizer=make_optimizer(model, trial))
+
+
+def shape_of(trial: TrialConfig, vocab_size: int) -> LMShape:
+    return LMShape(trial.architecture, trial.n_layer, trial.d_model, trial.n_head, trial.seq_len, vocab_size)
+
+
+def train(
+    trial: TrialConfig,
+    store: TokenStore,
+    *,
+    state: TrainState | None = None,
+    device: torch.device | None = None,
+    on_report: Callable[[Report], None] | None = None,
+) -> TrialOutcome:
+    """Train `trial` on `store` from scratch or from `state`; returns the trial's outcome and summary row."""
+    device = device or torch.device("cpu")
+    state = state or new_state(trial, store.vocab_size, device)
+    steps = plan_steps(trial)
+    order = batch_order(trial, steps)
+    # a view of the memory-mapped stream: each step reads only its own sequences
+    sequences = store.train[: steps * trial.train.batch_size * trial.seq_len].reshape(-1, trial.seq_len)
+    started = time.perf_counter() - state.elapsed_offset
+    tokens_per_step = trial.train.batch_size * trial.seq_len
+    checkpoint_every = trial.train.checkpoint_interval
+    diverged = False
+
+    while state.step < steps and not diverged:
+        tick = time.perf_counter()
+        lr = lr_at(
+            state.step,
+            peak=trial.lr,
+            warmup=trial.train.warmup_steps,
+            total=steps,
+            schedule=trial.train.schedule,
+            min_ratio=trial.train.min_lr_ratio,
+        )
+        batch = torch.from_numpy(sequences[order[state.step]].astype(np.int64)).to(device)
+        loss, grad_norm = train_step(state.model, state.optimizer, batch, lr, trial.train.grad_clip)
+        state.step += 1
+        diverged = not math.isfinite(loss)
+        final = state.step == steps or diverged
+        at_eval = state.step % trial.train.eval_interval == 0 or final
+        at_checkpoint = bool(checkpoint_every) and state.step % checkpoint_every == 0 and not final
+        eval_loss, eval_seconds = None, 0.0
+        if at_eval and not diverged:
+            eval_started = time.perf_counter()
+            eval_loss = evaluate(state.model, store.eval, trial.seq_len, device)
+            eval_seconds = time.perf_counter() - eval_started
+        if diverged or at_eval or state.step % trial.train.log_interval == 0:
+            state.rows.append(
+                {
+                    "trial_id": trial.trial_id,
+                    "step": state.step,
+                    "tokens": state.step * tokens_per_step,
+                    "lr": lr,
+                    "train_loss": loss,
+                    "eval_loss": eval_loss,
+                    "grad_norm": grad_norm,
+                    "elapsed_s": time.perf_counter() - started,
+                }
+            )
+        if (at_eval or at_checkpoint) and on_report is not None:
+            state.elapsed_offset = time.perf_counter() - started
+            on_report(Report(state, steps, final=final, diverged=diverged, checkpoint=at_checkpoint))
+        # the loop's own cost (data, step, logging, reporting) counts as training time; the eval does not
+        state.train_seconds += time.perf_counter() - tick - eval_seconds
+
+    status = "diverged" if diverged else "ok"
+    error = f"non-finite training loss at step {state.step}" if diverged else None
+    return TrialOutcome(status, error, summary_row(trial, store, state, status, error, time.perf_counter() - started))
+
+
+def config_columns(trial: TrialConfig) -> dict[str, Any]:
+    """The trials-table columns known before training (also written for a failed trial)."""
+    return {
+        "trial_id": trial.trial_id,
+        "architecture": trial.architecture,
+        "n_layer": trial.n_layer,
+        "d_model": trial.d_model,
+        "n_head": trial.n_head,
+        "head_dim": trial.head_dim,
+        "seq_len": trial.seq_len,
+        "init_rate": trial.init.rate,
+        "init_std": trial.init.std,
+        "weight_decay": trial.weight_decay,
+        "seed": trial.seed,
+        "lr": trial.lr,
+        "batch_size": trial.train.batch_size,
+        "warmup_steps": trial.train.warmup_steps,
+        "corpus": trial.data.corpus_name,
+        "tokenizer": trial.data.tokenizer_identity,
+    }
+
+
+def summary_row(
+    trial: TrialConfig, store: TokenStore, state: TrainState, status: str, error: str | None, wall_s: float
+) -> dict[str, Any]:
+    """The trials-table row of a finished trial (the caller adds study-level bookkeeping columns)."""
+    counts = count_params(state.model)
+    evals = [r["eval_loss"] for r in state.rows if r["eval_loss"] is not None]
+    recent = [r["train_loss"] for r in state.rows if r["step"] > state.step - trial.train.eval_interval]
+    tokens = state.step * trial.train.batch_size * trial.seq_len
+    return {
+        **config_columns(trial),
+        "status": status,
+        "error": error,
+        "vocab_size": store.vocab_size,
+        "params_total": counts.total,
+        "params_embedding": counts.embedding,
+        "params_non_embedding": counts.non_embedding,
+        "tokens": tokens,
+        "steps": state.step,
+        "flops": training_flops(counts.non_embedding, tokens),
+        "flops_per_token": flops_per_token(
+            counts.non_embedding, n_layer=trial.n_layer, seq_len=trial.seq_len, d_model=trial.d_model
+        ),
+        "final_eval_loss": evals[-1] if evals and status == "ok" else None,
+        "min_eval_loss": min(evals) if evals else None,
+        "final_train_loss": float(np.mean(recent)) if recent else None,
+        "irreducible_loss": store.entropy_rate,
+        "corpus": store.corpus,
+        "corpus_fingerprint": store.fingerprint,
+        "tokenizer": store.tokenizer,
+        "eval_tokens": len(store.eval),
+        "wall_s": wall_s,
+        "tokens_per_s": tokens / state.train_seconds if state.train_seconds else None,
+    }

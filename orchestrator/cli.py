@@ -1,0 +1,142 @@
+"""The ``scalesweep`` command line: run, plan, status, fit, report.
+
+Bad input (a spec that does not validate, a corpus too small for the grid, a results directory that does not exist)
+prints one line ``scalesweep: error: …`` and exits with code 2 before anything starts or is written. ``fit`` and
+``report`` dispatch to `analysis` and never start Ray, so they work on a machine that only has the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from sweeps.errors import InputError
+from sweeps.spec import SpecError, StudySpec, builtin_spec_path, load_spec
+
+EXIT_BAD_INPUT = 2
+
+
+class UsageError(InputError):
+    """Input the user must fix; printed as one line, exit code 2."""
+
+
+def resolve_spec(name_or_path: str) -> StudySpec:
+    """A spec file path, or the name of a ready-made study (laptop, smoke, complexity-control)."""
+    path = Path(name_or_path)
+    if not path.exists() and builtin_spec_path(name_or_path).is_file():
+        path = builtin_spec_path(name_or_path)
+    return load_spec(path)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    spec = resolve_spec(args.spec)  # validate before importing torch and ray: a bad spec fails in a blink
+    if args.results:
+        spec = spec.model_copy(update={"results": args.results})
+    from orchestrator.study import run_study
+
+    result = run_study(spec, address=args.address, max_concurrent=args.max_concurrent)
+    print(result.summary())
+    if result.failed:
+        print(
+            f"scalesweep: {result.failed} trial(s) failed; their rows in {result.results}/trials have status "
+            "'failed' and an error column; rerun the same command to retry them",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from orchestrator.plan import format_plan, plan, planned_vocab_size
+    from orchestrator.results import ResultsDir
+    from sweeps.grid import expand
+
+    spec = resolve_spec(args.spec)
+    results = ResultsDir.at(args.results or spec.results_path)
+    statuses = results.trial_statuses()
+    print(f"study {spec.name} → {results.uri}")
+    print(format_plan(plan(expand(spec), statuses, planned_vocab_size(spec.data))))
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from orchestrator.status import status_text
+
+    location = args.results
+    if not Path(location).exists() and "://" not in location:
+        try:
+            location = resolve_spec(location).results_path
+        except SpecError:
+            raise UsageError(f"{args.results}: no such results directory or spec") from None
+    print(status_text(location, strict=args.strict))
+    return 0
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from analysis.cli import fit_main
+
+    return fit_main(args.results, by=args.by, form=args.form, out=args.out, strict=args.strict)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from analysis.cli import report_main
+
+    return report_main(args.results, out_dir=args.output, strict=args.strict)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scalesweep", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a study (skips trials that already finished)")
+    run.add_argument("spec", help="spec file, or a ready-made study: smoke, laptop, complexity-control")
+    run.add_argument("--address", help="join a running Ray cluster (e.g. 'auto' on a cluster node)")
+    run.add_argument("--results", help="results location (overrides the spec's 'results')")
+    run.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
+    run.set_defaults(func=_cmd_run)
+
+    plan = sub.add_parser("plan", help="dry run: print every cell, its size and compute, without training")
+    plan.add_argument("spec")
+    plan.add_argument("--results", help="results location to read statuses from")
+    plan.set_defaults(func=_cmd_plan)
+
+    status = sub.add_parser("status", help="counts and a per-trial table from a results directory")
+    status.add_argument("results", help="results directory (or a spec, meaning its results)")
+    status.add_argument("--strict", action="store_true", help="stop at an unreadable file instead of skipping it")
+    status.set_defaults(func=_cmd_status)
+
+    fit = sub.add_parser("fit", help="fit scaling laws to a results directory")
+    fit.add_argument("results")
+    fit.add_argument("--by", nargs="+", help="fit one law per group of these columns (e.g. init_rate weight_decay)")
+    fit.add_argument("--form", default="joint", help="joint (L(N, D)), or params / tokens / flops (one variable)")
+    fit.add_argument("--out", help="write the fit table here (Parquet and JSON)")
+    fit.add_argument("--strict", action="store_true")
+    fit.set_defaults(func=_cmd_fit)
+
+    report = sub.add_parser("report", help="write an HTML + Markdown report with plots")
+    report.add_argument("results")
+    report.add_argument("-o", "--output", default="report", help="output directory (default: report)")
+    report.add_argument("--strict", action="store_true")
+    report.set_defaults(func=_cmd_report)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("scalesweep: interrupted; finished trials are saved, run the same command to continue", file=sys.stderr)
+        return 130
+    except InputError as err:
+        print(f"scalesweep: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except BrokenPipeError:  # `scalesweep status ... | head`
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

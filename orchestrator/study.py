@@ -1,0 +1,149 @@
+"""Running a study: spec → unfinished cells → one Ray Tune grid → Parquet.
+
+The steps, in order, each before any trial starts: expand the grid, read which trial ids already have a finished row
+(those are skipped, so a rerun is a no-op and a grown axis runs only its new cells), write the resolved spec, and build
+or reuse the token cache (which also checks that the corpus holds the largest D). Then one ``Tuner`` runs the remaining
+cells as a ``tune.grid_search`` over their configs, one trial per cell, with per-trial resources, a concurrency limit,
+``FailureConfig`` retries from the trial's last checkpoint, and a single progress line.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TextIO
+
+from models.data import prepare_tokens
+from orchestrator.plan import plan
+from orchestrator.results import FINISHED, ResultsDir
+from sweeps.grid import expand
+from sweeps.spec import StudySpec, dump_spec
+
+# Trials keep the driver's working directory, so relative paths in a spec mean the same thing inside a trial.
+os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+# Tune's newer output engine prints its own tables whatever the verbosity; the legacy engine with a silent reporter
+# leaves the terminal to our single progress line.
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    results: str
+    total: int
+    skipped: int
+    ran: int
+    ok: int
+    diverged: int
+    failed: int
+    wall_s: float
+
+    def summary(self) -> str:
+        return (
+            f"{self.total} trials: {self.skipped} already finished, {self.ran} ran "
+            f"({self.ok} ok, {self.diverged} diverged, {self.failed} failed) in {self.wall_s:.0f}s → {self.results}"
+        )
+
+
+def start_ray(address: str | None, num_cpus: int | None = None) -> None:
+    """Join `address`, or start a private local Ray bound to 127.0.0.1 with the dashboard off."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+    else:
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            logging_level=logging.ERROR,
+            log_to_driver=False,
+        )
+
+
+def run_study(
+    spec: StudySpec,
+    *,
+    address: str | None = None,
+    max_concurrent: int | None = None,
+    stream: TextIO | None = None,
+) -> StudyResult:
+    from ray import tune
+
+    from orchestrator.progress import ProgressLine, SilentReporter
+    from orchestrator.trainable import run_trial
+
+    stream = stream or sys.stderr
+    started = time.monotonic()
+    results = ResultsDir.at(spec.results_path)
+    trials = expand(spec)
+    statuses = results.trial_statuses()
+    todo = [t for t in trials if statuses.get(t.trial_id) not in FINISHED]
+    results.write_text("spec.yaml", dump_spec(spec))
+
+    def say(message: str) -> None:
+        print(f"[{spec.name}] {message}", file=stream, flush=True)
+
+    store = prepare_tokens(spec.data, min_train_tokens=max(t.tokens for t in trials), progress=say)
+    if not todo:
+        say(f"nothing to run: all {len(trials)} trials are finished in {results.uri}")
+        return StudyResult(results.uri, len(trials), len(trials), 0, 0, 0, 0, time.monotonic() - started)
+
+    planned = plan(todo, statuses, store.vocab_size)
+    say(
+        f"running {len(todo)} of {len(trials)} trials ({len(trials) - len(todo)} already finished), "
+        f"{sum(p.flops for p in planned):.3g} FLOPs"
+    )
+    start_ray(address)
+    res = spec.resources
+    progress = ProgressLine(spec.name, {p.trial.trial_id: p.flops for p in planned}, stream)
+    tuner = tune.Tuner(
+        tune.with_resources(run_trial, {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial}),
+        param_space={
+            "trial": tune.grid_search([t.to_dict() for t in todo]),
+            "results": results.uri,
+            "torch_threads": res.torch_threads or max(1, int(res.cpus_per_trial)),
+            "use_gpu": res.gpus_per_trial > 0,
+        },
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=max_concurrent or res.max_concurrent,
+            reuse_actors=True,
+            trial_name_creator=_trial_name,
+            trial_dirname_creator=_trial_name,
+        ),
+        run_config=tune.RunConfig(
+            name=datetime.now(timezone.utc).strftime("run-%Y%m%d-%H%M%S"),
+            storage_path=results.path("tune"),
+            failure_config=tune.FailureConfig(max_failures=res.retries),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            verbose=0,
+            callbacks=[progress],
+            progress_reporter=SilentReporter(),
+        ),
+    )
+    try:
+        tuner.fit()
+    finally:
+        progress.close()
+    after = results.trial_statuses()
+    outcomes = [after.get(t.trial_id, "failed") for t in todo]
+    return StudyResult(
+        results.uri,
+        len(trials),
+        len(trials) - len(todo),
+        len(todo),
+        outcomes.count("ok"),
+        outcomes.count("diverged"),
+        outcomes.count("failed"),
+        time.monotonic() - started,
+    )
+
+
+def _trial_name(trial: object) -> str:
+    return trial.config["trial"]["trial_id"]  # type: ignore[attr-defined]

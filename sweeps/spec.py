@@ -1,0 +1,360 @@
+"""The study spec: one YAML file that says what a study runs.
+
+Pydantic models with ``extra="forbid"`` everywhere, so a typo is an error and not a silently ignored key. A bad spec
+raises :class:`SpecError` whose message is one line naming the field, the value and what is allowed; the CLI prints it
+and exits with code 2 before anything starts.
+
+Conventions the rest of the project relies on:
+
+* ``init`` values are ``{rate: γ}`` (every weight matrix drawn from N(0, fan_in^(−2γ)); embeddings and the LM head use
+  d_model^(−γ)) or ``{std: σ}`` (a fixed std for every weight matrix, the GPT-2-style baseline).
+* ``grid`` axes (``tokens``, ``init``, ``weight_decay``, ``seed``, optionally ``lr``) are crossed with each other and
+  with ``model.sizes``. ``grid.cases`` pairs values instead: each case sets several axes together, and the cases are
+  crossed with the remaining axes. An axis is given either as a list or inside the cases, never both.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sweeps.errors import InputError
+
+AXES = ("tokens", "init", "weight_decay", "seed", "lr")
+BYTE_ALPHABET = 256  # a byte-level BPE vocabulary holds every byte plus its special tokens
+
+
+class SpecError(InputError):
+    """A spec that cannot be run. The message is one line meant for the user."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+PositiveInt = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+
+
+# --------------------------------------------------------------------------------------------------------- data
+
+
+class BPETokenizer(Strict):
+    """Byte-level BPE trained with `tokenizers` on the training text."""
+
+    vocab_size: PositiveInt = 1024
+
+    @field_validator("vocab_size")
+    @classmethod
+    def _covers_bytes(cls, v: int) -> int:
+        if v <= BYTE_ALPHABET:
+            raise ValueError(f"must exceed the {BYTE_ALPHABET}-symbol byte alphabet of byte-level BPE")
+        return v
+
+    @property
+    def identity(self) -> str:
+        return f"bpe-{self.vocab_size}"
+
+
+class PretrainedTokenizer(Strict):
+    """A pretrained tokenizer by name or local path (loaded with `transformers.AutoTokenizer`)."""
+
+    pretrained: Annotated[str, Field(min_length=1)]
+
+    @property
+    def identity(self) -> str:
+        return f"pretrained:{self.pretrained}"
+
+
+class SyntheticCorpus(Strict):
+    """A seeded Zipf–Markov language: its tokens are its symbols, and its entropy rate is known exactly."""
+
+    vocab_size: Annotated[int, Field(ge=2, le=8192)] = 256  # the stationary distribution is an exact O(V³) solve
+    zipf_exponent: PositiveFloat = 1.1
+    branching: Annotated[int, Field(ge=2)] = 32
+    tokens: PositiveInt = 2_000_000
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _branching_fits(self) -> SyntheticCorpus:
+        if self.branching > self.vocab_size:
+            raise ValueError(f"branching {self.branching} exceeds vocab_size {self.vocab_size}")
+        return self
+
+
+class DatasetsCorpus(Strict):
+    """Any dataset `datasets.load_dataset` can read: a hub name, or a builder (json, parquet, text) with local files."""
+
+    path: Annotated[str, Field(min_length=1)]
+    name: str | None = None
+    data_files: list[str] | None = None
+    split: str = "train"
+    text_field: str = "text"
+
+    @field_validator("data_files")
+    @classmethod
+    def _files_exist(cls, files: list[str] | None) -> list[str] | None:
+        if files is not None:
+            if not files:
+                raise ValueError("must list at least one file")
+            for f in files:
+                if "://" not in f and not any(ch in f for ch in "*?[") and not Path(f).expanduser().exists():
+                    raise ValueError(f"file {f!r} does not exist")
+        return files
+
+
+class DataSpec(Strict):
+    corpus: Literal["python-stdlib", "synthetic"] | DatasetsCorpus = "python-stdlib"
+    synthetic: SyntheticCorpus | None = None
+    tokenizer: BPETokenizer | PretrainedTokenizer | None = None
+    eval_tokens: PositiveInt = 65_536
+    cache_dir: str = "~/.cache/scalesweep"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DataSpec:
+        if self.corpus == "synthetic":
+            if self.tokenizer is not None:
+                raise ValueError("the synthetic corpus is already tokens (its symbols): remove data.tokenizer")
+            if self.synthetic is None:
+                object.__setattr__(self, "synthetic", SyntheticCorpus())
+        else:
+            if self.synthetic is not None:
+                raise ValueError("data.synthetic is only for corpus: synthetic")
+            if self.tokenizer is None:
+                object.__setattr__(self, "tokenizer", BPETokenizer())
+        return self
+
+    @property
+    def corpus_name(self) -> str:
+        return self.corpus if isinstance(self.corpus, str) else self.corpus.path
+
+    @property
+    def tokenizer_identity(self) -> str:
+        return "symbols" if self.tokenizer is None else self.tokenizer.identity
+
+
+# -------------------------------------------------------------------------------------------------------- model
+
+_SIZE = re.compile(r"^\s*(\d+)\s*[x×]\s*(\d+)\s*$")
+
+
+class Size(Strict):
+    n_layer: PositiveInt
+    d_model: PositiveInt
+
+    @property
+    def label(self) -> str:
+        return f"{self.n_layer}x{self.d_model}"
+
+
+class ModelSpec(Strict):
+    architecture: Literal["llama", "gpt2"] = "llama"
+    sizes: Annotated[list[Size], Field(min_length=1)]
+    head_dim: PositiveInt = 32
+    seq_len: PositiveInt = 128
+
+    @field_validator("sizes", mode="before")
+    @classmethod
+    def _parse_sizes(cls, v: Any) -> Any:
+        if not isinstance(v, list):
+            return v
+        out = []
+        for item in v:
+            if isinstance(item, str):
+                m = _SIZE.match(item)
+                if not m:
+                    raise ValueError(f"size {item!r} is not 'n_layer x d_model' such as '2x64'")
+                item = {"n_layer": int(m.group(1)), "d_model": int(m.group(2))}
+            out.append(item)
+        return out
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> ModelSpec:
+        for size in self.sizes:
+            if size.d_model % self.head_dim:
+                raise ValueError(
+                    f"d_model {size.d_model} of size {size.label} is not a multiple of head_dim {self.head_dim}"
+                )
+        return self
+
+
+# --------------------------------------------------------------------------------------------------------- grid
+
+
+class Init(Strict):
+    """Exactly one of a rate γ (std = fan_in^(−γ)) or a fixed std."""
+
+    rate: PositiveFloat | None = None
+    std: PositiveFloat | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Init:
+        if (self.rate is None) == (self.std is None):
+            raise ValueError("give exactly one of rate (std = fan_in^-rate) or std (fixed), e.g. {rate: 0.5}")
+        return self
+
+    @property
+    def label(self) -> str:
+        return f"γ={self.rate:g}" if self.rate is not None else f"std={self.std:g}"
+
+
+class Case(Strict):
+    """Values set together; unset fields come from the crossed axes."""
+
+    tokens: PositiveInt | None = None
+    init: Init | None = None
+    weight_decay: NonNegativeFloat | None = None
+    seed: int | None = None
+    lr: PositiveFloat | None = None
+
+
+class GridSpec(Strict):
+    tokens: Annotated[list[PositiveInt], Field(min_length=1)] | None = None
+    init: Annotated[list[Init], Field(min_length=1)] | None = None
+    weight_decay: Annotated[list[NonNegativeFloat], Field(min_length=1)] | None = None
+    seed: Annotated[list[int], Field(min_length=1)] | None = None
+    lr: Annotated[list[PositiveFloat], Field(min_length=1)] | None = None
+    cases: Annotated[list[Case], Field(min_length=1)] | None = None
+
+    @model_validator(mode="after")
+    def _axes_once(self) -> GridSpec:
+        in_cases: set[str] = set()
+        for case in self.cases or []:
+            set_here = {k for k in AXES if getattr(case, k) is not None}
+            if not set_here:
+                raise ValueError("a case must set at least one axis")
+            if in_cases and set_here != in_cases:
+                raise ValueError(f"every case must set the same axes; got {sorted(set_here)} and {sorted(in_cases)}")
+            in_cases = set_here
+        for axis in in_cases:
+            if getattr(self, axis) is not None:
+                raise ValueError(f"axis {axis!r} is given both as a list and inside cases; keep one")
+        if self.tokens is None and "tokens" not in in_cases:
+            raise ValueError("the tokens axis is required (training tokens D per trial)")
+        return self
+
+    @property
+    def case_axes(self) -> tuple[str, ...]:
+        if not self.cases:
+            return ()
+        return tuple(k for k in AXES if getattr(self.cases[0], k) is not None)
+
+
+# -------------------------------------------------------------------------------------------------------- train
+
+
+class TrainSpec(Strict):
+    batch_size: PositiveInt = 16
+    lr: PositiveFloat = 3e-3
+    warmup_steps: Annotated[int, Field(ge=0)] = 20
+    schedule: Literal["cosine", "constant"] = "cosine"
+    min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = 0.1
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.95)
+    eps: PositiveFloat = 1e-8
+    grad_clip: NonNegativeFloat = 1.0
+    eval_interval: PositiveInt = 50
+    log_interval: PositiveInt = 1
+    checkpoint_interval: Annotated[int, Field(ge=0)] = 0
+
+
+class ResourcesSpec(Strict):
+    cpus_per_trial: PositiveFloat = 1
+    gpus_per_trial: NonNegativeFloat = 0
+    max_concurrent: PositiveInt | None = None
+    retries: Annotated[int, Field(ge=0)] = 1
+    torch_threads: PositiveInt | None = None
+
+
+class StudySpec(Strict):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+    data: DataSpec = DataSpec()
+    model: ModelSpec
+    grid: GridSpec
+    train: TrainSpec = TrainSpec()
+    resources: ResourcesSpec = ResourcesSpec()
+    results: str | None = None
+
+    @model_validator(mode="after")
+    def _one_batch_at_least(self) -> StudySpec:
+        batch_tokens = self.train.batch_size * self.model.seq_len
+        values = list(self.grid.tokens or []) + [c.tokens for c in self.grid.cases or [] if c.tokens is not None]
+        for tokens in values:
+            if tokens < batch_tokens:
+                raise ValueError(
+                    f"grid.tokens value {tokens:,} is less than one batch "
+                    f"(train.batch_size × model.seq_len = {batch_tokens:,} tokens)"
+                )
+        if self.train.eval_interval and self.data.eval_tokens < self.model.seq_len:
+            raise ValueError(
+                f"data.eval_tokens {self.data.eval_tokens} is shorter than one sequence ({self.model.seq_len})"
+            )
+        return self
+
+    @property
+    def results_path(self) -> str:
+        return self.results or f"results/{self.name}"
+
+
+# ------------------------------------------------------------------------------------------------------ loading
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    """The most specific error of a pydantic ValidationError as one line: where, field, value, what is allowed.
+
+    For a union (corpus: a name or a mapping) pydantic reports one error per alternative; the deepest one is the
+    alternative the user meant, and between equals an allowed-values message beats "should be a mapping".
+    """
+
+    def specificity(e: Any) -> tuple[int, int]:
+        depth = len([p for p in e["loc"] if not _is_union_tag(p)])
+        return depth, e["type"] not in ("model_type", "dict_type", "model_attributes_type")
+
+    first = max(err.errors(), key=specificity)
+    loc = ".".join(str(p) for p in first["loc"] if not _is_union_tag(p))
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key (check the spelling; see README 'Spec format')"
+    value = first.get("input")
+    shown = "" if isinstance(value, dict) or first["type"] == "missing" else f" (got {value!r})"
+    return f"{source}: {loc + ': ' if loc else ''}{msg}{shown}"
+
+
+def _is_union_tag(part: Any) -> bool:
+    # pydantic puts union member names (e.g. 'DatasetsCorpus', 'literal[...]') into error locations
+    return isinstance(part, str) and (part[:1].isupper() or part.startswith(("literal[", "function-")))
+
+
+def parse_spec(raw: Any, source: str = "spec") -> StudySpec:
+    if not isinstance(raw, dict):
+        raise SpecError(f"{source}: a spec is a YAML mapping with keys name, data, model, grid, train, resources")
+    try:
+        return StudySpec.model_validate(raw)
+    except ValidationError as err:
+        raise SpecError(format_validation_error(err, source)) from None
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    """Read and validate a spec file (YAML, loaded with safe_load only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{path}: no such spec file")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        first = str(err).strip().splitlines()[0]
+        raise SpecError(f"{path}: not valid YAML: {first}") from None
+    return parse_spec(raw, str(path))
+
+
+def builtin_spec_path(name: str) -> Path:
+    """The path of a ready-made study shipped in this package (laptop, smoke, complexity-control, ...)."""
+    return Path(__file__).with_name(f"{name}.yaml")
+
+
+def dump_spec(spec: StudySpec) -> str:
+    return yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True), sort_keys=False)

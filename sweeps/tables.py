@@ -1,0 +1,228 @@
+"""The Parquet tables of a results directory, declared once.
+
+Every layer that writes or reads results (the trial, the status command, the analysis layer) goes through these
+declarations, so a column is named, typed and documented in exactly one place. A table is a directory of Parquet files
+(``RESULTS/<table>/<key>.parquet``); each file carries the table name and schema version in its metadata, so a reader
+can tell a file written by an older scalesweep from a corrupted one.
+
+Only pyarrow is imported here: ``sweeps`` stays importable on a machine without torch or ray.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+METADATA_TABLE = b"scalesweep.table"
+METADATA_VERSION = b"scalesweep.schema_version"
+
+
+class SchemaError(ValueError):
+    """Rows or a file that do not match a table's declaration."""
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: pa.DataType
+    doc: str
+    nullable: bool = True
+
+
+@dataclass(frozen=True)
+class Table:
+    """A results table: its directory name, key columns and declared columns."""
+
+    name: str
+    key: tuple[str, ...]
+    columns: tuple[Column, ...]
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def schema(self) -> pa.Schema:
+        fields = [pa.field(c.name, c.type, nullable=c.nullable) for c in self.columns]
+        metadata = {METADATA_TABLE: self.name.encode(), METADATA_VERSION: str(SCHEMA_VERSION).encode()}
+        return pa.schema(fields, metadata=metadata)
+
+    def to_arrow(self, rows: Iterable[Mapping[str, Any]]) -> pa.Table:
+        """Rows (dicts) → an Arrow table with this schema; undeclared or missing required columns are errors."""
+        rows = list(rows)
+        declared = set(self.names)
+        for row in rows:
+            unknown = set(row) - declared
+            if unknown:
+                raise SchemaError(
+                    f"table {self.name!r}: undeclared column(s) {sorted(unknown)}; declare them in sweeps/tables.py"
+                )
+        columns = {}
+        for col in self.columns:
+            values = [_clean(row.get(col.name)) for row in rows]
+            if not col.nullable and any(v is None for v in values):
+                raise SchemaError(f"table {self.name!r}: column {col.name!r} must not be null")
+            columns[col.name] = pa.array(values, type=col.type)
+        return pa.Table.from_pydict(columns, schema=self.schema())
+
+    def check(self, schema: pa.Schema, where: str) -> None:
+        """Raise SchemaError naming `where` if a file's schema does not match this table's declaration."""
+        metadata = schema.metadata or {}
+        if metadata.get(METADATA_TABLE) not in (None, self.name.encode()):
+            raise SchemaError(f"{where}: is a {metadata[METADATA_TABLE].decode()!r} file, expected {self.name!r}")
+        for col in self.columns:
+            if col.name not in schema.names:
+                raise SchemaError(f"{where}: missing column {col.name!r} of table {self.name!r}")
+            found = schema.field(col.name).type
+            if found != col.type and not pa.types.is_null(found):
+                raise SchemaError(f"{where}: column {col.name!r} has type {found}, expected {col.type}")
+
+
+def _clean(value: Any) -> Any:
+    # numpy scalars and NaN: Arrow stores a missing measurement as null, never as NaN-for-missing.
+    if hasattr(value, "item") and not isinstance(value, (list, tuple, dict)):
+        value = value.item()
+    return value
+
+
+def _c(name: str, type_: pa.DataType, doc: str, nullable: bool = True) -> Column:
+    return Column(name, type_, doc, nullable)
+
+
+f64, i64, s = pa.float64(), pa.int64(), pa.string()
+
+TRIALS = Table(
+    name="trials",
+    key=("trial_id",),
+    columns=(
+        _c("trial_id", s, "Short hash of the trial's resolved semantic config (not resources, not paths).", False),
+        _c("study", s, "Study name from the spec.", False),
+        _c("status", s, "ok, diverged (non-finite loss) or failed (an exception; see `error`).", False),
+        _c("error", s, "One-line reason when status is diverged or failed, else null."),
+        _c("architecture", s, "transformers architecture: llama or gpt2."),
+        _c("n_layer", i64, "Decoder blocks."),
+        _c("d_model", i64, "Residual stream width."),
+        _c("n_head", i64, "Attention heads (d_model / head_dim)."),
+        _c("head_dim", i64, "Width of one attention head."),
+        _c("seq_len", i64, "Tokens per training sequence."),
+        _c("vocab_size", i64, "Tokenizer vocabulary size (= embedding rows)."),
+        _c("params_total", i64, "All parameters, sum(p.numel()); tied weights counted once."),
+        _c("params_embedding", i64, "Token (and position) embedding parameters, plus an untied LM head."),
+        _c("params_non_embedding", i64, "params_total − params_embedding: the N of Kaplan et al. (2020)."),
+        _c("tokens", i64, "Training tokens D actually consumed: steps × batch_size × seq_len."),
+        _c("steps", i64, "Optimizer steps taken (planned steps for a finished trial)."),
+        _c("init_rate", f64, "Initialization rate γ: std = fan_in^(−γ); null when a fixed std was used."),
+        _c("init_std", f64, "Fixed init std for every weight matrix; null when a rate was used."),
+        _c("weight_decay", f64, "AdamW decoupled weight decay λ."),
+        _c("seed", i64, "Seed of initialization and data order."),
+        _c("lr", f64, "Peak learning rate."),
+        _c("batch_size", i64, "Sequences per optimizer step."),
+        _c("warmup_steps", i64, "Linear warmup steps."),
+        _c("flops", f64, "Training compute C = 6·params_non_embedding·tokens (Kaplan convention: non-embedding N)."),
+        _c(
+            "flops_per_token",
+            f64,
+            "6·params_non_embedding + 6·n_layer·seq_len·d_model (Kaplan's forward+backward with attention).",
+        ),
+        _c("final_eval_loss", f64, "Eval loss (nats/token) on the held-out tokens after the last step."),
+        _c("min_eval_loss", f64, "Lowest eval loss measured during the trial."),
+        _c(
+            "final_train_loss",
+            f64,
+            "Mean logged train loss over the last eval_interval steps (non-finite if diverged).",
+        ),
+        _c(
+            "irreducible_loss",
+            f64,
+            "Exact entropy rate of the corpus in nats/token (synthetic corpus only, else null).",
+        ),
+        _c("corpus", s, "Corpus name (python-stdlib, synthetic, or the datasets source)."),
+        _c("corpus_fingerprint", s, "Hash of exactly the text that was read."),
+        _c("tokenizer", s, "Tokenizer identity (e.g. bpe-1024 or a pretrained name)."),
+        _c("eval_tokens", i64, "Held-out tokens the eval loss is averaged over."),
+        _c("wall_s", f64, "Seconds the trial ran (its own process; excludes scheduling)."),
+        _c(
+            "tokens_per_s",
+            f64,
+            "Training tokens per second of the training loop (data, step, logging, Parquet writes; eval excluded).",
+        ),
+        _c("device", s, "cpu or cuda device name."),
+        _c("config_json", s, "The trial's full resolved config as JSON (the input of trial_id)."),
+        _c("versions_json", s, "Library versions: scalesweep, torch, transformers, ray, python."),
+        _c("schema_version", i64, "Version of these table declarations.", False),
+        _c("finished_at", pa.timestamp("ms", tz="UTC"), "When the row was written."),
+    ),
+)
+
+STEPS = Table(
+    name="steps",
+    key=("trial_id", "step"),
+    columns=(
+        _c("trial_id", s, "Trial this step belongs to.", False),
+        _c("step", i64, "Optimizer step count after the update (1-based).", False),
+        _c("tokens", i64, "Training tokens consumed so far."),
+        _c("lr", f64, "Learning rate used for this step."),
+        _c("train_loss", f64, "Training loss of this step's batch (nats/token)."),
+        _c("eval_loss", f64, "Held-out loss when measured at this step, else null."),
+        _c("grad_norm", f64, "Global L2 norm of the gradient before clipping."),
+        _c("elapsed_s", f64, "Seconds since the trial started."),
+    ),
+)
+
+PROBES = Table(
+    name="probes",
+    key=("trial_id", "step"),
+    columns=(
+        _c("trial_id", s, "Trial probed.", False),
+        _c("step", i64, "Optimizer step of the probed checkpoint.", False),
+        _c("lr", f64, "Learning rate η at that step."),
+        _c("beta1", f64, "Adam β1."),
+        _c("lambda_max_hessian", f64, "Largest eigenvalue of the loss Hessian H on the probe batch."),
+        _c("lambda_max_precond", f64, "Largest eigenvalue of diag(1/(√v̂+ε))·H, v̂ bias-corrected as AdamW uses it."),
+        _c("dir_curvature", f64, "gᵀHg/‖g‖²."),
+        _c(
+            "dir_curvature_precond",
+            f64,
+            "Preconditioned directional curvature (definition in models/probes/curvature.py).",
+        ),
+        _c("threshold_gd", f64, "2/η."),
+        _c("threshold_momentum", f64, "(2+2β1)/((1−β1)η)."),
+        _c("hvps", i64, "Hessian-vector products used."),
+    ),
+)
+
+RECOVERY = Table(
+    name="recovery",
+    key=("task_id",),
+    columns=(
+        _c("task_id", s, "Short hash of the recovery task's config.", False),
+        _c("study", s, "Study name.", False),
+        _c("target", s, "Target function family."),
+        _c("student", s, "Student model family."),
+        _c("d", i64, "Input dimension."),
+        _c("n", i64, "Training samples."),
+        _c("seed", i64, "Seed."),
+        _c("init_scale", f64, "Initialization std of the student."),
+        _c("train_loss", f64, "Final training loss."),
+        _c("test_error", f64, "Error on fresh points."),
+        _c("recovered", pa.bool_(), "test_error below the spec's threshold."),
+        _c("target_rank", i64, "Rank of the target where it has one."),
+        _c("model_rank_theory", i64, "Optimistic sample size (model rank) from the closed form."),
+        _c("model_rank_empirical", i64, "Jacobian rank at the found solution."),
+        _c("n_params", i64, "Student parameter count."),
+    ),
+)
+
+TABLES: dict[str, Table] = {t.name: t for t in (TRIALS, STEPS, PROBES, RECOVERY)}
+
+
+def finite_or_none(x: float | None) -> float | None:
+    """A float for Parquet: NaN and ±inf are stored as null (a diverged trial's loss is 'not measured')."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None

@@ -1,0 +1,86 @@
+"""Loading a results directory: declared columns always, stray files named (strict) or skipped and listed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from analysis import AnalysisInputError, load, summarize
+from sweeps.tables import PROBES, RECOVERY, STEPS, TRIALS
+
+
+def test_loads_trials_and_gives_empty_declared_frames_for_absent_tables(tmp_path: Path, gen) -> None:
+    rows = gen.trial_rows(gen.Law())
+    gen.write_trials(tmp_path, rows)
+    results = load(tmp_path)
+    assert len(results.trials) == len(rows)
+    assert set(results.trials["trial_id"]) == {r["trial_id"] for r in rows}
+    assert list(results.trials.columns) == TRIALS.names
+    for frame, table in ((results.steps, STEPS), (results.probes, PROBES), (results.recovery, RECOVERY)):
+        assert frame.empty and list(frame.columns) == table.names
+    assert results.skipped == ()
+
+
+def test_reads_a_pyarrow_filesystem_uri(tmp_path: Path, gen) -> None:
+    rows = gen.trial_rows(gen.Law())
+    gen.write_trials(tmp_path, rows)
+    assert len(load(tmp_path.as_uri()).trials) == len(rows)
+
+
+def test_ignores_unfinished_writes(tmp_path: Path, gen) -> None:
+    rows = gen.trial_rows(gen.Law())[:3]
+    gen.write_trials(tmp_path, rows)
+    (tmp_path / "trials" / "t9.parquet.tmp").write_bytes(b"half a file")
+    (tmp_path / "trials" / ".t9.parquet").write_bytes(b"hidden partial")
+    assert len(load(tmp_path, strict=True).trials) == 3
+
+
+@pytest.mark.parametrize("kind", ["corrupt", "wrong_table", "wrong_type"])
+def test_bad_file_is_named_in_strict_mode_and_skipped_otherwise(tmp_path: Path, gen, kind: str) -> None:
+    gen.write_trials(tmp_path, gen.trial_rows(gen.Law())[:2])
+    bad = tmp_path / "trials" / "bad.parquet"
+    if kind == "corrupt":
+        bad.write_bytes(b"not parquet at all")
+    elif kind == "wrong_table":
+        pq.write_table(STEPS.to_arrow([{"trial_id": "x", "step": 1}]), bad)
+    else:
+        table = TRIALS.to_arrow(gen.trial_rows(gen.Law())[:1])
+        index = table.schema.get_field_index("tokens")
+        pq.write_table(table.set_column(index, "tokens", table.column("tokens").cast(pa.string())), bad)
+    with pytest.raises(AnalysisInputError, match=r"bad\.parquet"):
+        load(tmp_path, strict=True)
+    with pytest.warns(UserWarning, match=r"bad\.parquet"):
+        results = load(tmp_path)
+    assert len(results.trials) == 2
+    assert [Path(s.path).name for s in results.skipped] == ["bad.parquet"]
+
+
+def test_all_null_column_written_as_null_type_gets_the_declared_type(tmp_path: Path, gen) -> None:
+    table = TRIALS.to_arrow(gen.trial_rows(gen.Law())[:1])
+    index = table.schema.get_field_index("init_std")
+    (tmp_path / "trials").mkdir()
+    pq.write_table(table.set_column(index, "init_std", pa.nulls(1)), tmp_path / "trials" / "a.parquet")
+    gen.write_trials(tmp_path, gen.trial_rows(gen.Law(), seed=1)[:1])
+    assert load(tmp_path, strict=True).trials["init_std"].isna().all()
+
+
+def test_missing_directory_is_an_input_error(tmp_path: Path) -> None:
+    with pytest.raises(AnalysisInputError, match="no results directory"):
+        load(tmp_path / "nope")
+
+
+def test_summary_counts_statuses_rows_and_best_loss(tmp_path: Path, gen) -> None:
+    rows = gen.trial_rows(gen.Law())[:4]
+    rows[0] = {**rows[0], "status": "diverged", "final_eval_loss": None}
+    rows[1] = {**rows[1], "status": "failed", "final_eval_loss": None}
+    gen.write_trials(tmp_path, rows)
+    steps = [{"trial_id": rows[2]["trial_id"], "step": s} for s in (1, 2)]
+    gen.write_rows(tmp_path, "steps", rows[2]["trial_id"], steps)
+    summary = summarize(load(tmp_path))
+    assert summary.trials_by_status == {"diverged": 1, "failed": 1, "ok": 2}
+    assert summary.rows == {"trials": 4, "steps": 2, "probes": 0, "recovery": 0}
+    assert summary.best_eval_loss == pytest.approx(min(r["final_eval_loss"] for r in rows[2:]))
+    assert any("2 ok" in line for line in summary.lines())

@@ -1,0 +1,45 @@
+"""Shared fixtures: one real local Ray per test session, and helpers to point specs at temporary directories."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sweeps.spec import StudySpec
+
+
+@pytest.fixture(scope="session")
+def ray_local() -> Iterator[None]:
+    """A real local Ray on 127.0.0.1 with 2 CPUs and no dashboard, shared by the tests that need one."""
+    import ray
+
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        logging_level=logging.WARNING,
+        log_to_driver=False,
+    )
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def token_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One token cache for the session, so each corpus is tokenized once."""
+    return tmp_path_factory.mktemp("token-cache")
+
+
+def relocated(spec: StudySpec, results: Path, cache: Path) -> StudySpec:
+    """`spec` writing its results to `results` and its token cache to `cache`."""
+    data = spec.data.model_copy(update={"cache_dir": str(cache)})
+    return spec.model_copy(update={"results": str(results), "data": data})
+
+
+@pytest.fixture(scope="session")
+def relocate():
+    return relocated
