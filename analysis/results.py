@@ -131,13 +131,7 @@ def _read_table(
 def _read_file(filesystem: pafs.FileSystem, path: str, table: Table) -> pa.Table:
     with filesystem.open_input_file(path) as handle:
         data = pq.read_table(handle)
-    declared = table.schema()
-    table.check(data.schema, path)
-    # A column that was all null in one file may have been written as type null; give it the declared type.
-    columns = [data.column(f.name).cast(f.type) for f in declared]
-    extra = [name for name in data.column_names if name not in declared.names]
-    schema = pa.schema(list(declared) + [data.schema.field(name) for name in extra])
-    return pa.Table.from_arrays(columns + [data.column(name) for name in extra], schema=schema)
+    return table.conform(data, path)
 
 
 def _is_result(name: str) -> bool:

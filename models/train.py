@@ -54,6 +54,20 @@ class Report:
     checkpoint: bool
 
 
+def _identity(x: Any) -> Any:
+    return x
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's part in a data-parallel trial: which rows of each global batch, and how to average the loss."""
+
+    rows_of: Callable[[np.ndarray], np.ndarray] = _identity
+    reduce_loss: Callable[[float], float] = _identity
+    parallelism: str = "single"
+    workers: int = 1
+
+
 @dataclass(frozen=True)
 class TrialOutcome:
     status: str
@@ -139,8 +153,14 @@ def train(
     state: TrainState | None = None,
     device: torch.device | None = None,
     on_report: Callable[[Report], None] | None = None,
+    shard: Shard | None = None,
 ) -> TrialOutcome:
-    """Train `trial` on `store` from scratch or from `state`; returns the trial's outcome and summary row."""
+    """Train `trial` on `store` from scratch or from `state`; returns the trial's outcome and summary row.
+
+    `shard` makes this process one of several data-parallel ranks (see `models.distributed`): it trains on its share
+    of every global batch and records the global-batch loss, so every rank logs what the single process would.
+    """
+    shard = shard or Shard()
     device = device or torch.device("cpu")
     state = state or new_state(trial, store.vocab_size, device)
     steps = plan_steps(trial)
@@ -162,8 +182,10 @@ def train(
             schedule=trial.train.schedule,
             min_ratio=trial.train.min_lr_ratio,
         )
-        batch = torch.from_numpy(sequences[order[state.step]].astype(np.int64)).to(device)
+        rows = shard.rows_of(order[state.step])
+        batch = torch.from_numpy(sequences[rows].astype(np.int64)).to(device)
         loss, grad_norm = train_step(state.model, state.optimizer, batch, lr, trial.train.grad_clip)
+        loss = shard.reduce_loss(loss)
         state.step += 1
         diverged = not math.isfinite(loss)
         final = state.step == steps or diverged
@@ -195,7 +217,9 @@ def train(
 
     status = "diverged" if diverged else "ok"
     error = f"non-finite training loss at step {state.step}" if diverged else None
-    return TrialOutcome(status, error, summary_row(trial, store, state, status, error, time.perf_counter() - started))
+    return TrialOutcome(
+        status, error, summary_row(trial, store, state, status, error, time.perf_counter() - started, shard)
+    )
 
 
 def config_columns(trial: TrialConfig) -> dict[str, Any]:
@@ -221,10 +245,16 @@ def config_columns(trial: TrialConfig) -> dict[str, Any]:
 
 
 def summary_row(
-    trial: TrialConfig, store: TokenStore, state: TrainState, status: str, error: str | None, wall_s: float
+    trial: TrialConfig,
+    store: TokenStore,
+    state: TrainState,
+    status: str,
+    error: str | None,
+    wall_s: float,
+    shard: Shard,
 ) -> dict[str, Any]:
     """The trials-table row of a finished trial (the caller adds study-level bookkeeping columns)."""
-    counts = count_params(state.model)
+    counts = count_params(getattr(state.model, "module", state.model))  # a DDP wrapper holds the model as .module
     evals = [r["eval_loss"] for r in state.rows if r["eval_loss"] is not None]
     recent = [r["train_loss"] for r in state.rows if r["step"] > state.step - trial.train.eval_interval]
     tokens = state.step * trial.train.batch_size * trial.seq_len
@@ -251,5 +281,7 @@ def summary_row(
         "tokenizer": store.tokenizer,
         "eval_tokens": len(store.eval),
         "wall_s": wall_s,
+        "workers": shard.workers,
+        "parallelism": shard.parallelism,
         "tokens_per_s": tokens / state.train_seconds if state.train_seconds else None,
     }

@@ -11,18 +11,20 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from sweeps.errors import InputError
-from sweeps.spec import SpecError, StudySpec, builtin_spec_path, load_spec
+from sweeps.spec import SpecError, builtin_spec_path, load_spec
 
 EXIT_BAD_INPUT = 2
+JOB_PREFIX = "raysubmit_"  # the Ray Jobs API's submission ids
 
 
 class UsageError(InputError):
     """Input the user must fix; printed as one line, exit code 2."""
 
 
-def resolve_spec(name_or_path: str) -> StudySpec:
+def resolve_spec(name_or_path: str) -> Any:
     """A spec file path, or the name of a ready-made study (laptop, smoke, complexity-control)."""
     path = Path(name_or_path)
     if not path.exists() and builtin_spec_path(name_or_path).is_file():
@@ -34,9 +36,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
     spec = resolve_spec(args.spec)  # validate before importing torch and ray: a bad spec fails in a blink
     if args.results:
         spec = spec.model_copy(update={"results": args.results})
-    from orchestrator.study import run_study
+    return _run(spec, args)
 
-    result = run_study(spec, address=args.address, max_concurrent=args.max_concurrent)
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    saved = Path(args.results) / "spec.yaml"
+    if not saved.is_file():
+        raise UsageError(f"{args.results}: no spec.yaml here; give the results directory of a study that was started")
+    spec = load_spec(saved).model_copy(update={"results": str(Path(args.results))})
+    return _run(spec, args)
+
+
+def _run(spec: Any, args: argparse.Namespace) -> int:
+    if spec.kind == "recovery":
+        from orchestrator.recovery import run_recovery_study as run
+    else:
+        from orchestrator.study import run_study as run
+    result = run(spec, address=args.address, max_concurrent=args.max_concurrent)
     print(result.summary())
     if result.failed:
         print(
@@ -55,13 +71,22 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
     spec = resolve_spec(args.spec)
     results = ResultsDir.at(args.results or spec.results_path)
-    statuses = results.trial_statuses()
     print(f"study {spec.name} → {results.uri}")
-    print(format_plan(plan(expand(spec), statuses, planned_vocab_size(spec.data))))
+    if spec.kind == "recovery":
+        from orchestrator.recovery import recovery_plan_text
+
+        print(recovery_plan_text(spec, results))
+    else:
+        print(format_plan(plan(expand(spec), results.trial_statuses(), planned_vocab_size(spec.data))))
     return 0
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    if args.results.startswith(JOB_PREFIX):
+        from orchestrator.submit import job_status
+
+        print(job_status(args.results, address=args.address))
+        return 0
     from orchestrator.status import status_text
 
     location = args.results
@@ -71,6 +96,27 @@ def _cmd_status(args: argparse.Namespace) -> int:
         except SpecError:
             raise UsageError(f"{args.results}: no such results directory or spec") from None
     print(status_text(location, strict=args.strict))
+    return 0
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    resolve_spec(args.spec)  # a bad spec is refused here, not on the cluster
+    from orchestrator.submit import submit_study
+
+    job_id = submit_study(args.spec, address=args.address, results=args.results)
+    print(job_id)
+    print(
+        f"follow it with: scalesweep status {job_id} --address {args.address}  |  scalesweep logs {job_id}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _cmd_logs(args: argparse.Namespace) -> int:
+    from orchestrator.submit import job_logs
+
+    for chunk in job_logs(args.job, address=args.address, follow=args.follow):
+        print(chunk, end="", flush=True)
     return 0
 
 
@@ -86,6 +132,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return report_main(args.results, out_dir=args.output, strict=args.strict)
 
 
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from sweeps.tables import markdown
+
+    print(markdown(), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scalesweep", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -97,13 +150,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
     run.set_defaults(func=_cmd_run)
 
+    resume = sub.add_parser("resume", help="finish the unfinished trials of a study from its results directory")
+    resume.add_argument("results", help="results directory (holds the spec.yaml the study was run with)")
+    resume.add_argument("--address", help="join a running Ray cluster")
+    resume.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
+    resume.set_defaults(func=_cmd_resume)
+
     plan = sub.add_parser("plan", help="dry run: print every cell, its size and compute, without training")
     plan.add_argument("spec")
     plan.add_argument("--results", help="results location to read statuses from")
     plan.set_defaults(func=_cmd_plan)
 
     status = sub.add_parser("status", help="counts and a per-trial table from a results directory")
-    status.add_argument("results", help="results directory (or a spec, meaning its results)")
+    status.add_argument("results", help="results directory, a spec (meaning its results), or a Ray job id")
+    status.add_argument("--address", help="Ray dashboard address, for a job id (default: $RAY_ADDRESS)")
     status.add_argument("--strict", action="store_true", help="stop at an unreadable file instead of skipping it")
     status.set_defaults(func=_cmd_status)
 
@@ -120,6 +180,20 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("-o", "--output", default="report", help="output directory (default: report)")
     report.add_argument("--strict", action="store_true")
     report.set_defaults(func=_cmd_report)
+    submit = sub.add_parser("submit", help="submit a study to a Ray cluster as a Ray job; prints the job id")
+    submit.add_argument("spec", help="spec file, or a ready-made study")
+    submit.add_argument("--address", required=True, help="the cluster's dashboard, e.g. http://HEAD:8265")
+    submit.add_argument("--results", help="results location on the cluster (shared storage: NFS, s3://, gs://)")
+    submit.set_defaults(func=_cmd_submit)
+
+    logs = sub.add_parser("logs", help="print the logs of a submitted study")
+    logs.add_argument("job", help="job id printed by submit")
+    logs.add_argument("--address", help="Ray dashboard address (default: $RAY_ADDRESS)")
+    logs.add_argument("--follow", action="store_true", help="keep printing until the job ends")
+    logs.set_defaults(func=_cmd_logs)
+
+    schema = sub.add_parser("schema", help="print the columns of every results table (Markdown)")
+    schema.set_defaults(func=_cmd_schema)
     return parser
 
 

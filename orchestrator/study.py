@@ -21,7 +21,7 @@ from models.data import prepare_tokens
 from orchestrator.plan import plan
 from orchestrator.results import FINISHED, ResultsDir
 from sweeps.grid import expand
-from sweeps.spec import StudySpec, dump_spec
+from sweeps.spec import ResourcesSpec, StudySpec, dump_spec
 
 # Trials keep the driver's working directory, so relative paths in a spec mean the same thing inside a trial.
 os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
@@ -46,6 +46,11 @@ class StudyResult:
             f"{self.total} trials: {self.skipped} already finished, {self.ran} ran "
             f"({self.ok} ok, {self.diverged} diverged, {self.failed} failed) in {self.wall_s:.0f}s → {self.results}"
         )
+
+
+# What a distributed trial's driver reserves: memory only, so its workers can take every CPU (Ray rejects an all-zero
+# resource request).
+DRIVER_MEMORY = 256 * 2**20
 
 
 def start_ray(address: str | None, num_cpus: int | None = None) -> None:
@@ -77,7 +82,7 @@ def run_study(
     from ray import tune
 
     from orchestrator.progress import ProgressLine, SilentReporter
-    from orchestrator.trainable import run_trial
+    from orchestrator.trainable import run_distributed_trial, run_trial
 
     stream = stream or sys.stderr
     started = time.monotonic()
@@ -103,13 +108,23 @@ def run_study(
     start_ray(address)
     res = spec.resources
     progress = ProgressLine(spec.name, {p.trial.trial_id: p.flops for p in planned}, stream)
+    if res.workers == 1:
+        trainable = tune.with_resources(run_trial, {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial})
+    else:  # the trial only drives a Ray Train run whose workers hold the CPUs and GPUs
+        trainable = tune.with_resources(run_distributed_trial, {"cpu": 0, "memory": DRIVER_MEMORY})
+        max_concurrent = max_concurrent or res.max_concurrent or _distributed_slots(res)
     tuner = tune.Tuner(
-        tune.with_resources(run_trial, {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial}),
+        trainable,
         param_space={
             "trial": tune.grid_search([t.to_dict() for t in todo]),
             "results": results.uri,
             "torch_threads": res.torch_threads or max(1, int(res.cpus_per_trial)),
             "use_gpu": res.gpus_per_trial > 0,
+            "workers": res.workers,
+            "cpus_per_worker": res.cpus_per_trial,
+            "gpus_per_worker": res.gpus_per_trial,
+            "fsdp_min_params": res.fsdp_min_params,
+            "retries": res.retries,
         },
         tune_config=tune.TuneConfig(
             max_concurrent_trials=max_concurrent or res.max_concurrent,
@@ -143,6 +158,17 @@ def run_study(
         outcomes.count("failed"),
         time.monotonic() - started,
     )
+
+
+def _distributed_slots(res: ResourcesSpec) -> int:
+    """How many k-worker trials the cluster can hold at once, so waiting drivers do not pile up (Ray Train's advice)."""
+    import ray
+
+    available = ray.cluster_resources()
+    slots = available.get("CPU", 0) // (res.workers * res.cpus_per_trial)
+    if res.gpus_per_trial:
+        slots = min(slots, available.get("GPU", 0) // (res.workers * res.gpus_per_trial))
+    return max(1, int(slots))
 
 
 def _trial_name(trial: object) -> str:

@@ -263,15 +263,25 @@ class TrainSpec(Strict):
 
 
 class ResourcesSpec(Strict):
+    """Per training process; a trial with ``workers: k`` runs k processes under Ray Train and takes k times these."""
+
     cpus_per_trial: PositiveFloat = 1
     gpus_per_trial: NonNegativeFloat = 0
+    workers: PositiveInt = 1
+    fsdp_min_params: Annotated[int, Field(ge=0)] = 1_000_000_000
     max_concurrent: PositiveInt | None = None
     retries: Annotated[int, Field(ge=0)] = 1
     torch_threads: PositiveInt | None = None
 
 
+StudyName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+
+
 class StudySpec(Strict):
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+    """A language-model scaling study (``kind: lm``, the default)."""
+
+    kind: Literal["lm"] = "lm"
+    name: StudyName
     data: DataSpec = DataSpec()
     model: ModelSpec
     grid: GridSpec
@@ -289,6 +299,11 @@ class StudySpec(Strict):
                     f"grid.tokens value {tokens:,} is less than one batch "
                     f"(train.batch_size × model.seq_len = {batch_tokens:,} tokens)"
                 )
+        if self.train.batch_size % self.resources.workers:
+            raise ValueError(
+                f"train.batch_size {self.train.batch_size} is not a multiple of resources.workers "
+                f"{self.resources.workers}: each worker takes an equal share of every batch"
+            )
         if self.train.eval_interval and self.data.eval_tokens < self.model.seq_len:
             raise ValueError(
                 f"data.eval_tokens {self.data.eval_tokens} is shorter than one sequence ({self.model.seq_len})"
@@ -329,16 +344,26 @@ def _is_union_tag(part: Any) -> bool:
     return isinstance(part, str) and (part[:1].isupper() or part.startswith(("literal[", "function-")))
 
 
-def parse_spec(raw: Any, source: str = "spec") -> StudySpec:
+def parse_spec(raw: Any, source: str = "spec") -> Any:
+    """Validate a spec mapping; its ``kind`` (lm by default, or recovery) chooses the schema."""
     if not isinstance(raw, dict):
         raise SpecError(f"{source}: a spec is a YAML mapping with keys name, data, model, grid, train, resources")
+    kind = raw.get("kind", "lm")
+    if kind == "lm":
+        schema: type[BaseModel] = StudySpec
+    elif kind == "recovery":
+        from sweeps.recovery import RecoverySpec
+
+        schema = RecoverySpec
+    else:
+        raise SpecError(f"{source}: kind: unknown study kind (got {kind!r}); allowed: lm, recovery")
     try:
-        return StudySpec.model_validate(raw)
+        return schema.model_validate(raw)
     except ValidationError as err:
         raise SpecError(format_validation_error(err, source)) from None
 
 
-def load_spec(path: str | Path) -> StudySpec:
+def load_spec(path: str | Path) -> Any:
     """Read and validate a spec file (YAML, loaded with safe_load only)."""
     path = Path(path)
     if not path.is_file():

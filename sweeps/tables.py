@@ -10,7 +10,6 @@ Only pyarrow is imported here: ``sweeps`` stays importable on a machine without 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -70,16 +69,33 @@ class Table:
         return pa.Table.from_pydict(columns, schema=self.schema())
 
     def check(self, schema: pa.Schema, where: str) -> None:
-        """Raise SchemaError naming `where` if a file's schema does not match this table's declaration."""
+        """Raise SchemaError naming `where` if a file's schema does not match this table's declaration.
+
+        A nullable column the file lacks is fine: it was declared after the file was written and reads as null.
+        """
         metadata = schema.metadata or {}
         if metadata.get(METADATA_TABLE) not in (None, self.name.encode()):
             raise SchemaError(f"{where}: is a {metadata[METADATA_TABLE].decode()!r} file, expected {self.name!r}")
         for col in self.columns:
             if col.name not in schema.names:
+                if col.nullable:
+                    continue
                 raise SchemaError(f"{where}: missing column {col.name!r} of table {self.name!r}")
             found = schema.field(col.name).type
             if found != col.type and not pa.types.is_null(found):
                 raise SchemaError(f"{where}: column {col.name!r} has type {found}, expected {col.type}")
+
+    def conform(self, data: pa.Table, where: str) -> pa.Table:
+        """`data` checked, with the declared columns and types first (absent ones as nulls), then any extras."""
+        self.check(data.schema, where)
+        declared = self.schema()
+        columns = [
+            data.column(f.name).cast(f.type) if f.name in data.column_names else pa.nulls(len(data), f.type)
+            for f in declared
+        ]
+        extra = [name for name in data.column_names if name not in declared.names]
+        schema = pa.schema(list(declared) + [data.schema.field(name) for name in extra])
+        return pa.Table.from_arrays(columns + [data.column(name) for name in extra], schema=schema)
 
 
 def _clean(value: Any) -> Any:
@@ -151,6 +167,8 @@ TRIALS = Table(
             "Training tokens per second of the training loop (data, step, logging, Parquet writes; eval excluded).",
         ),
         _c("device", s, "cpu or cuda device name."),
+        _c("workers", i64, "Training processes of the trial (1 = a single process)."),
+        _c("parallelism", s, "single, ddp (replicated, below resources.fsdp_min_params) or fsdp (FSDP2 sharding)."),
         _c("config_json", s, "The trial's full resolved config as JSON (the input of trial_id)."),
         _c("versions_json", s, "Library versions: scalesweep, torch, transformers, ray, python."),
         _c("schema_version", i64, "Version of these table declarations.", False),
@@ -170,6 +188,22 @@ STEPS = Table(
         _c("eval_loss", f64, "Held-out loss when measured at this step, else null."),
         _c("grad_norm", f64, "Global L2 norm of the gradient before clipping."),
         _c("elapsed_s", f64, "Seconds since the trial started."),
+        _c(
+            "adam_critical_share",
+            f64,
+            "Share of coordinates with g² < ρ·v̂ (Adam's g² ≪ v̂ regime; ρ from the spec, v̂ bias-corrected), over "
+            "coordinates with v̂ > 0 (models/probes/adam.py::adam_step_stats); null when not measured.",
+        ),
+        _c(
+            "adam_median_g2_over_v",
+            f64,
+            "Median over coordinates of g²/v̂ for this step's gradient and v̂ (bias-corrected); null when not measured.",
+        ),
+        _c(
+            "update_rms",
+            f64,
+            "RMS over coordinates of Adam's step η·m̂/(√v̂+ε), weight decay excluded; null when not measured.",
+        ),
     ),
 )
 
@@ -192,6 +226,22 @@ PROBES = Table(
         _c("threshold_gd", f64, "2/η."),
         _c("threshold_momentum", f64, "(2+2β1)/((1−β1)η)."),
         _c("hvps", i64, "Hessian-vector products used."),
+        _c(
+            "top_eigenvalues_hessian",
+            pa.list_(f64),
+            "The top-k eigenvalues of H, descending (k = the spec's top_k; the first is lambda_max_hessian).",
+        ),
+        _c("top_eigenvalues_precond", pa.list_(f64), "The top-k eigenvalues of diag(1/(√v̂+ε))·H, descending."),
+        _c("cosine_hessian", f64, "|gᵀy₁|/‖g‖: alignment of the gradient with H's top eigenvector y₁."),
+        _c(
+            "cosine_precond",
+            f64,
+            "|(D^½g)ᵀy₁|/‖D^½g‖ with y₁ the top eigenvector of D^½HD^½, D = diag(1/(√v̂+ε)): the alignment where "
+            "Adam's step is gradient descent (models/probes/curvature.py).",
+        ),
+        _c("loss", f64, "Loss on the probe batch at the probed parameters (nats/token for an LM)."),
+        _c("grad_norm", f64, "‖g‖₂ of the probe batch's gradient."),
+        _c("converged", pa.bool_(), "Whether both Lanczos runs met their residual tolerance within max_iter."),
     ),
 )
 
@@ -214,15 +264,53 @@ RECOVERY = Table(
         _c("model_rank_theory", i64, "Optimistic sample size (model rank) from the closed form."),
         _c("model_rank_empirical", i64, "Jacobian rank at the found solution."),
         _c("n_params", i64, "Student parameter count."),
+        _c("model_rank_gap", f64, "σ_r/σ_{r+1} of the Jacobian behind model_rank_empirical (huge = unambiguous)."),
+        _c("rank_rtol", f64, "Relative singular-value tolerance of the empirical ranks in this row."),
+        _c("steps", i64, "Gradient-descent steps taken (stops at the loss tolerance or max_steps)."),
+        _c("converged", pa.bool_(), "train_loss reached the spec's loss tolerance within max_steps."),
+        _c("lr", f64, "Gradient-descent step size."),
+        _c(
+            "components",
+            i64,
+            "Matrix targets: connected components of the bipartite row–column graph of the observed "
+            "entries, counting unobserved rows and columns as components of their own; 1 = connected and covering.",
+        ),
+        _c("connected_covering", pa.bool_(), "Matrix targets: components == 1."),
+        _c("learned_rank", i64, "Matrix targets: numerical rank of the learned matrix (σ > rank_rtol·σ₁)."),
+        _c("learned_nuclear_norm", f64, "Matrix targets: nuclear norm of the learned matrix."),
+        _c("min_nuclear_norm", f64, "Matrix targets: nuclear norm of the minimum-nuclear-norm completion (ADMM)."),
+        _c("min_nuclear_rank", i64, "Matrix targets: numerical rank of the minimum-nuclear-norm completion."),
+        _c(
+            "min_nuclear_test_error", f64, "Matrix targets: relative test error of the minimum-nuclear-norm completion."
+        ),
+        _c("target_nuclear_norm", f64, "Matrix targets: nuclear norm of the target."),
+        _c(
+            "imbalance_ratio",
+            pa.list_(f64),
+            "Neuron targets: C/‖C‖ at initialization, Cᵢ = aᵢ‖β‖ + w̃ᵢᵀβ, "
+            "β = Σⱼ yⱼx̃ⱼ (x̃ = (x, 1) and w̃ = (w, b) with biases).",
+        ),
+        _c("imbalance_max", f64, "Neuron targets: maxᵢ Cᵢ/‖C‖ at initialization."),
+        _c(
+            "branch",
+            s,
+            "Neuron targets: which target-set branch the run reached: all_equal (every neuron equals the "
+            "target neuron), one_alive (one target neuron, the others dead) or none.",
+        ),
+        _c("config_json", s, "The task's semantic config as JSON (the input of task_id)."),
+        _c("wall_s", f64, "Seconds the task's batch trained, divided by its seeds."),
     ),
 )
 
 TABLES: dict[str, Table] = {t.name: t for t in (TRIALS, STEPS, PROBES, RECOVERY)}
 
 
-def finite_or_none(x: float | None) -> float | None:
-    """A float for Parquet: NaN and ±inf are stored as null (a diverged trial's loss is 'not measured')."""
-    if x is None:
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
+def markdown() -> str:
+    """Every table's columns as Markdown (``scalesweep schema``; the README embeds this text verbatim)."""
+    out = []
+    for table in TABLES.values():
+        keys = ", ".join(f"`{k}`" for k in table.key)
+        out += [f"#### `{table.name}/` (key: {keys})", "", "| column | type | meaning |", "|---|---|---|"]
+        out += [f"| `{c.name}` | {c.type} | {c.doc} |" for c in table.columns]
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
