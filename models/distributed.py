@@ -57,6 +57,7 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.nn.parallel import DistributedDataParallel
 
+from models.lm import use_bf16_autocast
 from models.train import TrainState, make_optimizer, new_state
 from sweeps.grid import TrialConfig
 from sweeps.spec import ResourcesSpec
@@ -153,7 +154,7 @@ def shard_model(
         model.to(device)
         if mixed_precision:
             # DDP has no parameter-dtype policy; autocast keeps fp32 master weights and fp32 gradients, as FSDP's does
-            model.forward = torch.autocast(device.type, dtype=torch.bfloat16)(model.forward)
+            use_bf16_autocast(model, device.type)
         return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None), "ddp"
 
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))

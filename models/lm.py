@@ -73,3 +73,8 @@ def build_lm(shape: LMShape) -> PreTrainedModel:
     config._attn_implementation = "sdpa"
     model = model_cls(config)
     return model.to(torch.float32)
+
+
+def use_bf16_autocast(model: PreTrainedModel, device_type: str) -> None:
+    """Run `model`'s forward under bf16 autocast: bf16 matmuls, fp32 master weights, gradients and optimizer state."""
+    model.forward = torch.autocast(device_type, dtype=torch.bfloat16)(model.forward)

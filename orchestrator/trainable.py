@@ -32,7 +32,8 @@ from ray import tune
 
 from models.checkpoint import load_state, save_state
 from models.data import prepare_tokens
-from models.train import Report, Shard, TrainState, config_columns, train
+from models.lm import use_bf16_autocast
+from models.train import Report, Shard, TrainState, config_columns, new_state, train
 from orchestrator.results import ResultsDir
 from sweeps.grid import TrialConfig
 from sweeps.tables import SCHEMA_VERSION, STEPS, TRIALS
@@ -44,11 +45,14 @@ def run_trial(config: dict[str, Any]) -> None:
     torch.set_num_threads(config["torch_threads"])
     device = torch.device("cuda") if config["use_gpu"] and torch.cuda.is_available() else torch.device("cpu")
     store = prepare_tokens(trial.data, min_train_tokens=trial.tokens)
-    state = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             state = load_state(trial, store.vocab_size, directory, device)
+    else:
+        state = new_state(trial, store.vocab_size, device)
+    if device.type == "cuda":
+        use_bf16_autocast(state.model, "cuda")
 
     def save_and_report(state: TrainState, metrics: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as directory:
