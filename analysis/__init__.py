@@ -20,10 +20,12 @@ from analysis.extrapolation import ExtrapolationCheck, extrapolation_check
 from analysis.fits import ChinchillaFit, Estimate, FitOptions, PowerLawFit, fit_chinchilla, fit_power_law
 from analysis.points import scaling_points
 from analysis.results import Results, SkippedFile, Summary, load, summarize
+from analysis.spikes import SPIKE_COLUMNS, SpikeRule, SpikeShares, analyze_spikes, detect_spikes, spike_shares
 from analysis.thresholds import Threshold, recovery_thresholds, thresholds_table
 
 __all__ = [
     "FORMS",
+    "SPIKE_COLUMNS",
     "AnalysisInputError",
     "ChinchillaFit",
     "Estimate",
@@ -35,10 +37,14 @@ __all__ = [
     "PowerLawFit",
     "Results",
     "SkippedFile",
+    "SpikeRule",
+    "SpikeShares",
     "Summary",
     "Threshold",
+    "analyze_spikes",
     "compare_groups",
     "compute_frontier",
+    "detect_spikes",
     "exponent_difference",
     "extrapolation_check",
     "fit_chinchilla",
@@ -47,6 +53,7 @@ __all__ = [
     "load",
     "recovery_thresholds",
     "scaling_points",
+    "spike_shares",
     "summarize",
     "thresholds_table",
 ]

@@ -20,6 +20,7 @@ from matplotlib.ticker import FormatStrFormatter
 
 from analysis.compare import GroupComparison
 from analysis.fits import ChinchillaFit
+from analysis.spikes import GD_EDGE, SpikeRule, scaled_probes, spike_baseline
 from analysis.thresholds import Threshold
 
 LABELS = {
@@ -224,6 +225,83 @@ def curvature(probes: pd.DataFrame) -> Figure:
     ax.set_title("Curvature probes against the Adam stability threshold")
     ax.legend(fontsize=7, ncol=2)
     ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def spike_panels(
+    steps: pd.DataFrame, probes: pd.DataFrame, spikes: pd.DataFrame, *, rule: SpikeRule, loss: str = "train_loss"
+) -> Figure:
+    """One trial's spikes against its curvature: stacked panels over the optimizer step, spikes shaded in all.
+
+    Loss with the detection line (1 + margin)·rolling median; λ_max(Ĥ)·η and λ_max(H)·η; the directional
+    curvatures·η; each curvature panel with the edges 2 and (2+2β1)/(1−β1); and the share of g² ≪ v̂
+    coordinates when the steps table logged it. Curvatures ≤ 0 cannot be drawn on the log axis and are left out.
+    """
+    steps = steps.sort_values("step")
+    probes = scaled_probes(probes)
+    critical = steps["adam_critical_share"] if "adam_critical_share" in steps.columns else pd.Series(dtype=float)
+    has_critical = bool(critical.notna().any())
+    fig = Figure(figsize=(12, 2.4 * (3 + has_critical) + 0.6))
+    axes = fig.subplots(3 + has_critical, 1, sharex=True)
+    curve = steps.dropna(subset=[loss])
+    axes[0].plot(curve["step"], curve[loss], color="k", lw=0.8, label=loss.replace("_", " "))
+    line = (1 + rule.margin) * spike_baseline(curve[loss], window=rule.window)
+    axes[0].plot(
+        curve["step"],
+        line,
+        color="tab:orange",
+        lw=1,
+        ls="--",
+        label=f"detection line:\n(1+{rule.margin:g})·median of\nprevious {rule.window} steps",
+    )
+    onsets = curve[curve["step"].isin(spikes["onset_step"])]
+    axes[0].plot(onsets["step"], onsets[loss], "v", color="crimson", ms=7, label="spike onset")
+    axes[0].set_ylabel("loss (log)")
+    marker = "o" if len(probes) <= 200 else None
+    for ax, pairs, ylabel in (
+        (
+            axes[1],
+            (("precond_eta", r"$\lambda_{\max}(\hat H)\,\eta$"), ("hessian_eta", r"$\lambda_{\max}(H)\,\eta$")),
+            r"top eigenvalue $\times\,\eta$",
+        ),
+        (
+            axes[2],
+            (
+                ("dir_precond_eta", r"$\eta\,u^\top H u / u^\top D^{-1} u$" + "\n(u = Adam's step D·g)"),
+                ("dir_eta", r"$\eta\,g^\top H g / \|g\|^2$"),
+            ),
+            r"directional curvature $\times\,\eta$",
+        ),
+    ):
+        for (column, label), style in zip(pairs, ("-", ":"), strict=True):
+            shown = probes[probes[column] > 0]
+            ax.plot(shown["step"], shown[column], style, marker=marker, ms=3, lw=1.2, label=label)
+        ax.axhline(GD_EDGE, color="tab:blue", lw=1, ls="--", label="2: gradient-descent edge")
+        for edge in np.unique(probes["momentum_edge"].dropna()):
+            ax.axhline(
+                edge,
+                color="crimson",
+                lw=1,
+                ls="--",
+                label=rf"$(2+2\beta_1)/(1-\beta_1)$ = {edge:g}:" + "\nmomentum edge",
+            )
+        ax.set_ylabel(ylabel)
+    if has_critical:
+        axes[3].plot(steps["step"], critical, color="tab:purple", lw=1)
+        axes[3].set_ylim(-0.03, 1.03)
+        axes[3].set_ylabel("share of coordinates\n" + r"with $g^2 \ll \hat v$")
+    for ax in axes:
+        if ax is not axes[-1] or not has_critical:
+            ax.set_yscale("log")
+        for spike in spikes.itertuples():
+            ax.axvspan(spike.onset_step, spike.end_step, color="crimson", alpha=0.12, lw=0)
+        ax.grid(True, which="major", alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    axes[-1].set_xlabel("optimizer step")
+    trial = steps["trial_id"].iloc[0] if len(steps) else ""
+    fig.suptitle(f"{trial}: {len(spikes)} loss spike(s) (shaded) against Adam's stability edges")
     fig.tight_layout()
     return fig
 

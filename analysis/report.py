@@ -4,7 +4,8 @@ PNGs.
 The HTML embeds its images (base64), so it can be mailed or attached as a single file; the Markdown links the
 PNGs written next to it, so it renders on GitHub and diffs well. Sections appear only for the tables that
 exist: per-group joint fits (loss vs N, loss vs D, iso-loss with the compute-optimal frontier, residuals, an
-extrapolation check), the per-group comparison, training curves, recovery thresholds and curvature probes.
+extrapolation check), the per-group comparison, training curves, recovery thresholds and curvature probes
+(with the loss spikes of the probed trials against Adam's stability edges, ``analysis.spikes``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from analysis.compare import GroupComparison, GroupFit, compare_groups
 from analysis.extrapolation import extrapolation_check
 from analysis.points import GROUP_COLUMNS, scaling_points
 from analysis.results import Results, summarize
+from analysis.spikes import DEFAULT_RULE, analyze_spikes, spike_shares
 from analysis.thresholds import recovery_thresholds, thresholds_table
 
 
@@ -69,6 +71,8 @@ def build_sections(results: Results, *, n_bootstrap: int = 1000) -> list[Section
         )
     if len(results.probes):
         sections.append(Section("Curvature probes", figures={"curvature": plots.curvature(results.probes)}))
+        if len(results.steps):
+            sections.append(_spike_section(results))
     return sections
 
 
@@ -149,6 +153,50 @@ def _comparison_section(comparison: GroupComparison) -> Section:
         tables=[comparison.table()[columns], pd.DataFrame(differences)],
         figures={"group_exponents": plots.group_exponents(comparison)},
     )
+
+
+def _spike_section(results: Results) -> Section:
+    """Spikes of the probed trials, the shares of the mechanism's signatures, and panels for the spikiest."""
+    # Spikes are searched in the losses of probed trials only: elsewhere there is nothing to relate them to.
+    logged = set(results.steps["trial_id"])
+    probed_trials = [t for t in results.probes["trial_id"].unique() if t in logged]
+    steps = results.steps[results.steps["trial_id"].isin(probed_trials)]
+    spikes = analyze_spikes(steps, results.probes, rule=DEFAULT_RULE)
+    section = Section(
+        "Loss spikes and Adam's stability edges",
+        text=[f"Rule: {DEFAULT_RULE.describe()}.", *spike_shares(spikes).lines()],
+    )
+    if len(spikes):
+        section.tables.append(spikes[list(_SPIKE_TABLE)].rename(columns=_SPIKE_TABLE))
+    counts = spikes["trial_id"].value_counts().reindex(probed_trials, fill_value=0)
+    shown = counts.sort_values(ascending=False, kind="stable").index[:_MAX_SPIKE_FIGURES]
+    if len(counts) > len(shown):
+        section.text.append(f"Panels for the {len(shown)} trials with the most spikes of {len(counts)} probed.")
+    for index, trial_id in enumerate(shown):
+        section.figures[f"spikes{index}"] = plots.spike_panels(
+            steps[steps["trial_id"] == trial_id],
+            results.probes[results.probes["trial_id"] == trial_id],
+            spikes[spikes["trial_id"] == trial_id],
+            rule=DEFAULT_RULE,
+        )
+    return section
+
+
+_MAX_SPIKE_FIGURES = 6
+# The spike table's columns as the report shows them (analysis.spikes.SPIKE_COLUMNS documents all of them).
+_SPIKE_TABLE = {
+    "trial_id": "trial",
+    "onset_step": "onset",
+    "peak_ratio": "peak/baseline",
+    "probe_gap": "steps since probe",
+    "gd_crossing_step": "λη>2 since",
+    "gd_sustained_probes": "probes λη>2",
+    "momentum_crossing_step": "λη>edge since",
+    "momentum_sustained_probes": "probes λη>edge",
+    "dir_precond_eta": "dir. curv.·η",
+    "cosine_precond": "cos(D^½g, y1)",
+    "critical_share_before": "g²≪v̂ share",
+}
 
 
 def _png(figure: Figure) -> bytes:

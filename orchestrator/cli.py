@@ -170,7 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
     fit = sub.add_parser("fit", help="fit scaling laws to a results directory")
     fit.add_argument("results")
     fit.add_argument("--by", nargs="+", help="fit one law per group of these columns (e.g. init_rate weight_decay)")
-    fit.add_argument("--form", default="joint", help="joint (L(N, D)), or params / tokens / flops (one variable)")
+    fit.add_argument(
+        "--form",
+        default="joint",
+        help="joint: L(N, D); or one variable: N (non-embedding params), D (tokens) or C (compute)",
+    )
     fit.add_argument("--out", help="write the fit table here (Parquet and JSON)")
     fit.add_argument("--strict", action="store_true")
     fit.set_defaults(func=_cmd_fit)

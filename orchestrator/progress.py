@@ -13,7 +13,8 @@ from typing import Any, TextIO
 from ray.tune import Callback, ProgressReporter
 
 
-def _duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
+    """'42s', '3m05s' or '2h07m': short enough for a progress line."""
     seconds = int(seconds)
     if seconds >= 3600:
         return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
@@ -33,14 +34,22 @@ class ProgressLine(Callback):
         self.flops_done = 0.0
         self._last_draw = 0.0
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles callbacks into its experiment state; a terminal stream does not pickle and is not state
+        return {**self.__dict__, "stream": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.stream = sys.stderr
+
     def line(self) -> str:
         elapsed = time.monotonic() - self.started
         remaining = sum(self.flops_by_id.values()) - self.flops_done
-        eta = f"ETA {_duration(elapsed / self.flops_done * remaining)}" if self.flops_done else "ETA …"
+        eta = f"ETA {format_duration(elapsed / self.flops_done * remaining)}" if self.flops_done else "ETA …"
         c = self.counts
         return (
             f"[{self.study}] {c['done']}/{len(self.flops_by_id)} done · {c['running']} running · "
-            f"{c['failed']} failed · {c['diverged']} diverged · {_duration(elapsed)} elapsed · {eta}"
+            f"{c['failed']} failed · {c['diverged']} diverged · {format_duration(elapsed)} elapsed · {eta}"
         )
 
     def _update(self, trials: list, ending: Any = None, ending_as: str = "TERMINATED") -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,9 +19,14 @@ from typing import Any
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from sweeps.errors import InputError
 from sweeps.tables import TRIALS, Table
 
 FINISHED = ("ok", "diverged")  # deterministic outcomes: a rerun would only repeat them
+
+
+class ResultsError(InputError):
+    """The results location cannot be written (read-only, full, missing credentials)."""
 
 
 @dataclass(frozen=True)
@@ -51,23 +56,31 @@ class ResultsDir:
         fs, root = self._fs()
         directory = f"{root.rstrip('/')}/{table.name}"
         fs.create_dir(directory, recursive=True)
-        final = f"{directory}/{key}.parquet"
-        tmp = f"{directory}/.{key}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
-        try:
-            with fs.open_output_stream(tmp) as sink:
-                pq.write_table(table.to_arrow(rows), sink)
-            fs.move(tmp, final)
-        except BaseException:
-            _remove_quietly(fs, tmp)
-            raise
+        data = table.to_arrow(rows)
+        self._write_atomically(fs, directory, f"{key}.parquet", lambda sink: pq.write_table(data, sink))
 
     def write_text(self, name: str, text: str) -> None:
         fs, root = self._fs()
-        fs.create_dir(root, recursive=True)
-        tmp = f"{root.rstrip('/')}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
-        with fs.open_output_stream(tmp) as sink:
-            sink.write(text.encode())
-        fs.move(tmp, f"{root.rstrip('/')}/{name}")
+        self._write_atomically(fs, root.rstrip("/"), name, lambda sink: sink.write(text.encode()))
+
+    def _write_atomically(self, fs: pafs.FileSystem, directory: str, name: str, write: Callable[[Any], object]) -> None:
+        """Write under a hidden temporary name, then move into place; on failure nothing partial stays visible."""
+        tmp = f"{directory}/.{name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
+        try:
+            fs.create_dir(directory, recursive=True)
+            with fs.open_output_stream(tmp) as sink:
+                write(sink)
+            fs.move(tmp, f"{directory}/{name}")
+        except OSError as err:
+            _remove_quietly(fs, tmp)
+            reason = err.strerror or str(err).splitlines()[0]
+            raise ResultsError(
+                f"cannot write {directory}/{name}: {reason}; check the permissions and free space of the results "
+                "location, or choose another with --results"
+            ) from err
+        except BaseException:
+            _remove_quietly(fs, tmp)
+            raise
 
     def table_files(self, table: Table) -> list[str]:
         fs, root = self._fs()

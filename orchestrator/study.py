@@ -20,6 +20,7 @@ from typing import TextIO
 from models.data import prepare_tokens
 from orchestrator.plan import plan
 from orchestrator.results import FINISHED, ResultsDir
+from orchestrator.storage import check_results_storage
 from sweeps.grid import expand
 from sweeps.spec import ResourcesSpec, StudySpec, dump_spec
 
@@ -87,6 +88,11 @@ def run_study(
     stream = stream or sys.stderr
     started = time.monotonic()
     results = ResultsDir.at(spec.results_path)
+    res = spec.resources
+    if address:  # a cluster: results must be reachable from every node (a private local Ray is one node)
+        start_ray(address)
+        per_trial = {"CPU": res.cpus_per_trial * res.workers, "GPU": res.gpus_per_trial * res.workers}
+        check_results_storage(results.uri, trial_resources=per_trial)
     trials = expand(spec)
     statuses = results.trial_statuses()
     todo = [t for t in trials if statuses.get(t.trial_id) not in FINISHED]
@@ -106,7 +112,6 @@ def run_study(
         f"{sum(p.flops for p in planned):.3g} FLOPs"
     )
     start_ray(address)
-    res = spec.resources
     progress = ProgressLine(spec.name, {p.trial.trial_id: p.flops for p in planned}, stream)
     if res.workers == 1:
         trainable = tune.with_resources(run_trial, {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial})

@@ -1,0 +1,164 @@
+"""Running a recovery study: spec → unfinished tasks → Ray tasks (one per batch of seeds) → ``recovery/`` Parquet.
+
+Before anything runs: expand the spec into batches (``sweeps.recovery.recovery_batches``), read which task ids
+already have a row in ``RESULTS/recovery`` (those seeds are dropped, so a rerun is a no-op and a grown axis runs only
+its new tasks), and write the resolved spec. Then every batch with unfinished seeds becomes one ``ray.remote`` task
+with ``resources.cpus_per_task`` CPUs (and as many torch threads) and ``resources.retries`` retries; it trains its
+seeds (``models.probes.recovery.run_batch``) and writes each seed's row atomically as ``recovery/<task_id>.parquet``,
+so a crash loses at most the batch in flight. At most ``max_concurrent`` batches are in flight; one progress line
+(tasks done, batches running, failures, ETA by tasks) is redrawn on a terminal and printed per batch in a log.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, TextIO
+
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from orchestrator.progress import format_duration
+from orchestrator.results import ResultsDir
+from orchestrator.storage import check_results_storage
+from orchestrator.study import StudyResult, start_ray
+from sweeps.recovery import RecoveryBatch, RecoverySpec, recovery_batches
+from sweeps.spec import dump_spec
+from sweeps.tables import RECOVERY
+
+
+def finished_task_ids(results: ResultsDir) -> set[str]:
+    """Task ids with a readable row in ``recovery/``; an unreadable file counts as unfinished and is rerun."""
+    fs, _ = pafs.FileSystem.from_uri(results.uri)
+    done: set[str] = set()
+    for path in results.table_files(RECOVERY):
+        try:
+            done.update(pq.read_table(path, columns=["task_id"], filesystem=fs)["task_id"].to_pylist())
+        except (OSError, ValueError, KeyError):
+            continue
+    return done
+
+
+def pending_batches(spec: RecoverySpec, finished: set[str]) -> list[RecoveryBatch]:
+    """The study's batches restricted to their unfinished seeds (empty batches left out)."""
+    out = []
+    for batch in recovery_batches(spec):
+        seeds = tuple(s for s in batch.seeds if batch.task_id(s) not in finished)
+        if seeds:
+            out.append(batch.only(seeds))
+    return out
+
+
+def run_batch_task(batch: dict[str, Any], results: str, threads: int, vectorize: bool) -> int:
+    """Body of the Ray task: train one batch, write one row file per task id; returns the rows written."""
+    import torch
+
+    from models.probes.recovery import run_batch
+
+    torch.set_num_threads(threads)
+    rows = run_batch(RecoveryBatch.from_dict(batch), vectorize=vectorize)
+    out = ResultsDir(results)
+    for row in rows:
+        out.write_rows(RECOVERY, row["task_id"], [row])
+    return len(rows)
+
+
+def run_recovery_study(
+    spec: RecoverySpec,
+    *,
+    address: str | None = None,
+    max_concurrent: int | None = None,
+    stream: TextIO | None = None,
+) -> StudyResult:
+    stream = stream or sys.stderr
+    started = time.monotonic()
+    results = ResultsDir.at(spec.results_path)
+    if address:  # a cluster: results must be reachable from every node (a private local Ray is one node)
+        start_ray(address)
+        check_results_storage(results.uri, trial_resources={"CPU": spec.resources.cpus_per_task})
+    total = sum(len(b.seeds) for b in recovery_batches(spec))
+    todo = pending_batches(spec, finished_task_ids(results))
+    results.write_text("spec.yaml", dump_spec(spec))
+    pending = sum(len(b.seeds) for b in todo)
+    if not todo:
+        print(f"[{spec.name}] nothing to run: all {total} tasks are finished in {results.uri}", file=stream)
+        return StudyResult(results.uri, total, total, 0, 0, 0, 0, time.monotonic() - started)
+    print(f"[{spec.name}] running {pending} of {total} tasks in {len(todo)} batches", file=stream, flush=True)
+
+    import ray
+
+    start_ray(address)
+    res = spec.resources
+    remote = ray.remote(run_batch_task).options(num_cpus=res.cpus_per_task, max_retries=res.retries)
+    # Without a limit, keep only as many batches in flight as the cluster can run, so "running" means running.
+    slots = max(1, int(ray.cluster_resources().get("CPU", 1) // res.cpus_per_task))
+    limit = max_concurrent or res.max_concurrent or slots
+    progress = _Progress(spec.name, pending, stream)
+    queue = list(todo)
+    running: dict[Any, int] = {}
+    ok = failed = 0
+
+    def submit() -> None:
+        while queue and len(running) < limit:
+            batch = queue.pop(0)
+            ref = remote.remote(batch.to_dict(), results.uri, max(1, int(res.cpus_per_task)), res.vmap_seeds)
+            running[ref] = len(batch.seeds)
+
+    submit()
+    while running:
+        ready, _ = ray.wait(list(running), num_returns=1)
+        seeds = running.pop(ready[0])
+        try:
+            ok += ray.get(ready[0])
+        except ray.exceptions.RayError as err:
+            failed += seeds
+            print(f"[{spec.name}] a batch of {seeds} tasks failed: {str(err).strip().splitlines()[-1]}", file=stream)
+        submit()
+        progress.draw(ok + failed, failed, len(running))
+    progress.close()
+    return StudyResult(results.uri, total, total - pending, pending, ok, 0, failed, time.monotonic() - started)
+
+
+class _Progress:
+    """``[study] done/total tasks · running batches · failed · elapsed · ETA`` (ETA by tasks finished)."""
+
+    def __init__(self, study: str, total: int, stream: TextIO) -> None:
+        self.study, self.total, self.stream = study, total, stream
+        self.live = stream.isatty()
+        self.started = time.monotonic()
+
+    def draw(self, done: int, failed: int, running: int) -> None:
+        elapsed = time.monotonic() - self.started
+        eta = format_duration(elapsed / done * (self.total - done)) if done else "…"
+        line = (
+            f"[{self.study}] {done}/{self.total} tasks done · {running} batches running · {failed} failed · "
+            f"{format_duration(elapsed)} elapsed · ETA {eta}"
+        )
+        self.stream.write("\r\033[K" + line if self.live else line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.live:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def recovery_plan_text(spec: RecoverySpec, results: ResultsDir) -> str:
+    """Dry run: per setting its optimistic sample size, n values, seeds, init scales and tasks to run."""
+    from models.probes.recovery import optimistic_sample_size
+
+    finished = finished_task_ids(results)
+    lines = []
+    total = todo = 0
+    for setting in spec.settings:
+        batches = [b for b in recovery_batches(spec) if b.setting is setting]
+        tasks = [b.task_id(s) for b in batches for s in b.seeds]
+        left = sum(t not in finished for t in tasks)
+        total, todo = total + len(tasks), todo + left
+        lines.append(
+            f"  {setting.label}: optimistic sample size {optimistic_sample_size(setting)}, "
+            f"n = {sorted({b.n for b in batches})}, {len(batches[0].seeds) if batches else 0} seeds, "
+            f"init std {', '.join(f'{s:g}' for s in spec.init_scales)}: {len(tasks)} tasks, {left} to run"
+        )
+    lines.append(f"{total} tasks, {total - todo} finished, {todo} to run")
+    return "\n".join(lines)
