@@ -54,6 +54,19 @@ class StudyResult:
 DRIVER_MEMORY = 256 * 2**20
 
 
+def _single_node_on_loopback() -> None:
+    """Make this process's Ray a single-node Ray on 127.0.0.1.
+
+    On Linux, Ray turns a requested 127.0.0.1 into the machine's outward address so that other nodes could join;
+    its single-node mode (the one it uses on macOS and Windows) keeps every address on loopback. The flag is read when
+    Ray is imported, so it is set in the environment (for the processes Ray starts) and on the loaded constant.
+    """
+    import ray._private.ray_constants as ray_constants
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
 def start_ray(address: str | None, num_cpus: int | None = None) -> None:
     """Join `address`, or start a private local Ray bound to 127.0.0.1 with the dashboard off."""
     import ray
@@ -63,6 +76,7 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> None:
     if address:
         ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
     else:
+        _single_node_on_loopback()
         ray.init(
             address="local",
             num_cpus=num_cpus,

@@ -330,13 +330,23 @@ def format_validation_error(err: ValidationError, source: str) -> str:
         return depth, e["type"] not in ("model_type", "dict_type", "model_attributes_type")
 
     first = max(err.errors(), key=specificity)
-    loc = ".".join(str(p) for p in first["loc"] if not _is_union_tag(p))
+    loc = ".".join(_field_part(p) for p in first["loc"] if not _is_union_tag(p))
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         msg = "unknown key (check the spelling; see README 'Spec format')"
     value = first.get("input")
-    shown = "" if isinstance(value, dict) or first["type"] == "missing" else f" (got {value!r})"
-    return f"{source}: {loc + ': ' if loc else ''}{msg}{shown}"
+    shown = "" if isinstance(value, dict) or first["type"] == "missing" else f" (got {_short(repr(value))})"
+    line = f"{source}: {loc + ': ' if loc else ''}{msg}{shown}"
+    return " ".join(line.splitlines())  # one line whatever pydantic says
+
+
+def _field_part(part: Any) -> str:
+    text = str(part)
+    return text if text.isprintable() and text.strip() == text and text else repr(text)
+
+
+def _short(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _is_union_tag(part: Any) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,14 +15,9 @@ def ray_local() -> Iterator[None]:
     """A real local Ray on 127.0.0.1 with 2 CPUs and no dashboard, shared by the tests that need one."""
     import ray
 
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
-        logging_level=logging.WARNING,
-        log_to_driver=False,
-    )
+    from orchestrator.study import start_ray
+
+    start_ray(None, num_cpus=2)
     yield
     ray.shutdown()
 
