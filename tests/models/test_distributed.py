@@ -3,8 +3,8 @@
 The known answer is `models.train.train` run in this process on the same trial, data and seed. The distributed runs
 happen in two processes that this file starts as scripts (``python test_distributed.py SCENARIO DIR``) with the
 environment torchrun and Ray Train set (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), like OLMo-core's
-``run_distributed_test``. They repeat the loop's step (`lr_at`, `batch_order`, `train_step`) with this module's split
-and loss reduction, which is what the trainable does on each worker.
+``run_distributed_test``. They run `models.train.train` with this module's batch split and loss reduction, which is
+what the trainable does on each worker.
 
 Launch 1 trains the DDP and FSDP paths (fp32 and bf16, llama and gpt2), and an FSDP run that checkpoints at step 10
 and is killed at step 13 (``os._exit`` on both ranks, as when Ray Train tears down a worker group after a failure).
@@ -19,7 +19,7 @@ import socket
 import subprocess
 import sys
 from dataclasses import replace
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +43,7 @@ from models.distributed import (
     unwrap,
 )
 from models.lm import LMShape, build_lm
-from models.train import TrainState, batch_order, evaluate, lr_at, new_state, train, train_step
+from models.train import Report, Shard, TrainState, batch_order, evaluate, new_state, train
 from sweeps.grid import TrialConfig
 from sweeps.spec import DataSpec, Init, TrainSpec
 
@@ -69,7 +69,9 @@ TRIAL = TrialConfig(
     seed=11,
     lr=1e-2,
     data=DataSpec(corpus="synthetic"),
-    train=TrainSpec(batch_size=BATCH, lr=1e-2, warmup_steps=4, grad_clip=1.0, eval_interval=STEPS),
+    train=TrainSpec(
+        batch_size=BATCH, lr=1e-2, warmup_steps=4, grad_clip=1.0, eval_interval=STEPS, checkpoint_interval=1
+    ),
 )
 TRIALS = {"llama": TRIAL, "gpt2": replace(TRIAL, architecture="gpt2")}  # gpt2: a tied LM head under FSDP
 SHARD_ALWAYS, SHARD_NEVER = 0, 10**12  # min_params_for_fsdp forcing each strategy on a tiny model
@@ -123,27 +125,19 @@ def train_distributed(
     checkpoint_dir: Path | None = None,
     kill_at: int | None = None,
 ) -> None:
-    """`models.train.train`'s steps on this rank's share of each global batch; rows hold the global-batch loss."""
-    sequences = token_store().train.reshape(-1, SEQ_LEN)
-    order = batch_order(trial, STEPS)
-    while state.step < STEPS:
-        lr = lr_at(
-            state.step,
-            peak=trial.lr,
-            warmup=trial.train.warmup_steps,
-            total=STEPS,
-            schedule=trial.train.schedule,
-            min_ratio=trial.train.min_lr_ratio,
-        )
-        rows = local_indices(order[state.step], rank=ctx.rank, world_size=ctx.world_size)
-        batch = torch.from_numpy(sequences[rows].astype(np.int64)).to(ctx.device)
-        loss, grad_norm = train_step(state.model, state.optimizer, batch, lr, trial.train.grad_clip)
-        state.step += 1
-        state.rows.append({"step": state.step, "train_loss": mean_over_ranks(loss, ctx.device), "grad_norm": grad_norm})
-        if checkpoint_dir is not None and state.step == CHECKPOINT_STEP:
-            save_sharded_state(state, checkpoint_dir)
-        if state.step == kill_at:
+    """`models.train.train` on this rank's share of each global batch, as the trainable runs it on every worker."""
+    shard = Shard(
+        rows_of=partial(local_indices, rank=ctx.rank, world_size=ctx.world_size),
+        reduce_loss=partial(mean_over_ranks, device=ctx.device),
+    )
+
+    def checkpoint_then_die(report: Report) -> None:  # called at every step: checkpoint_interval is 1
+        if checkpoint_dir is not None and report.state.step == CHECKPOINT_STEP:
+            save_sharded_state(report.state, checkpoint_dir)
+        if report.state.step == kill_at:
             os._exit(KILLED)
+
+    train(trial, token_store(), state=state, device=ctx.device, on_report=checkpoint_then_die, shard=shard)
 
 
 def worker(scenario: str, workdir: Path) -> None:
@@ -153,7 +147,7 @@ def worker(scenario: str, workdir: Path) -> None:
         # what the trainable reports besides the curve: the eval loss (every rank evaluates) and the parameter counts
         outcome = {
             "strategy": strategy,
-            "rows": state.rows,
+            "rows": [{k: r[k] for k in ("step", "train_loss", "grad_norm")} for r in state.rows],  # not timings
             "eval_loss": evaluate(state.model, token_store().eval, SEQ_LEN, ctx.device),
             "params_total": count_params(unwrap(state.model)).total,
         }
