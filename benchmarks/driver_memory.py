@@ -8,7 +8,6 @@ the largest to the smallest. Run: ``python benchmarks/driver_memory.py`` (about 
 from __future__ import annotations
 
 import argparse
-import resource
 import subprocess
 import sys
 import tempfile
@@ -30,15 +29,23 @@ def one_step_study(name: str, n_trials: int, results: Path) -> dict:
     }
 
 
+DRIVER = (
+    "import resource, sys\n"
+    "from orchestrator.cli import main\n"
+    "code = main(['run', sys.argv[1]])\n"
+    "print('peak_kib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    "sys.exit(code)\n"
+)
+
+
 def peak_rss_mib(spec_file: Path) -> tuple[float, float, str]:
-    """Run `scalesweep run` in a child process; its peak resident memory (MiB), wall seconds and summary line."""
+    """Run `scalesweep run` as a fresh driver process; its own peak resident memory (MiB), wall seconds, summary."""
     started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", "run", str(spec_file)], capture_output=True, text=True, check=True
-    )
+    done = subprocess.run([sys.executable, "-c", DRIVER, str(spec_file)], capture_output=True, text=True, check=True)
     wall = time.perf_counter() - started
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the largest child so far: run in order
-    return peak_kib / 1024, wall, done.stdout.strip().splitlines()[-1]
+    lines = done.stdout.strip().splitlines()
+    peak_kib = int(lines[-1].split()[1])  # the driver's own peak (RUSAGE_SELF), not Ray's processes
+    return peak_kib / 1024, wall, lines[-2]
 
 
 def main() -> None:
