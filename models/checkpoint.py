@@ -2,11 +2,18 @@
 
 One file per checkpoint, written to a temporary name and renamed, loaded with ``weights_only=True`` (no pickle of
 arbitrary objects: a checkpoint holds tensors, numbers, strings and the logged rows).
+
+A *probe checkpoint* is the same state plus ``probe.json``: the trial's config and the curvature probe's settings
+(probe batch size, its seed, top_k), so the checkpoint alone says what to probe (`models.probes.lm`).
+``probe.json`` is written after ``state.pt``, so its presence marks a complete probe checkpoint.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -15,6 +22,16 @@ from models.train import TrainState, new_state
 from sweeps.grid import TrialConfig
 
 STATE_FILE = "state.pt"
+PROBE_FILE = "probe.json"
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """What a curvature probe of a checkpoint measures: `batch` training sequences drawn with `seed`, top-`top_k`."""
+
+    batch: int
+    top_k: int
+    seed: int
 
 
 def save_state(state: TrainState, directory: str | Path) -> Path:
@@ -28,9 +45,27 @@ def save_state(state: TrainState, directory: str | Path) -> Path:
         "train_seconds": state.train_seconds,
         "elapsed_offset": state.elapsed_offset,
     }
-    target = directory / STATE_FILE
-    tmp = directory / f".{STATE_FILE}.tmp-{os.getpid()}"
-    torch.save(payload, tmp)
+    return _write_atomically(directory / STATE_FILE, lambda tmp: torch.save(payload, tmp))
+
+
+def save_probe_checkpoint(
+    state: TrainState, directory: str | Path, *, trial: TrialConfig, settings: ProbeSettings
+) -> Path:
+    """Save `state` with the trial and probe settings that `load_probe_checkpoint` needs; returns ``probe.json``."""
+    save_state(state, directory)
+    meta = {"trial": trial.to_dict(), "step": state.step, "probe": asdict(settings)}
+    return _write_atomically(Path(directory) / PROBE_FILE, lambda tmp: tmp.write_text(json.dumps(meta, indent=1)))
+
+
+def read_probe_meta(directory: str | Path) -> tuple[TrialConfig, int, ProbeSettings]:
+    """The trial, step and probe settings of a probe checkpoint (without loading its tensors)."""
+    meta = json.loads((Path(directory) / PROBE_FILE).read_text())
+    return TrialConfig.from_dict(meta["trial"]), meta["step"], ProbeSettings(**meta["probe"])
+
+
+def _write_atomically(target: Path, write: Callable[[Path], object]) -> Path:
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    write(tmp)
     os.replace(tmp, target)
     return target
 

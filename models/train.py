@@ -6,6 +6,10 @@ which the first D training tokens (cut into ``seq_len`` sequences) are visited, 
 state needed to resume mid-trial bit for bit (weights, optimizer, step, logged rows, elapsed time) is a
 :class:`TrainState`, saved and loaded by `models.checkpoint`.
 
+Inline Adam statistics (``train.adam_stats``): every ``every`` steps the step also measures
+`models.probes.adam.adam_step_stats` and the logged row of that step carries them; measuring reads state only, so the
+training numbers are the same with or without it.
+
 Divergence: a non-finite training loss ends the trial with status ``diverged``; the rows logged up to and including
 that step are kept.
 """
@@ -26,6 +30,7 @@ from models.accounting import count_params, flops_per_token, training_flops
 from models.data import TokenStore
 from models.init import apply_init
 from models.lm import LMShape, build_lm
+from models.probes.adam import AdamStepStats, adam_step_stats
 from sweeps.grid import TrialConfig
 
 EVAL_BATCH = 32
@@ -52,6 +57,7 @@ class Report:
     final: bool
     diverged: bool
     checkpoint: bool
+    probe: bool = False
 
 
 def _identity(x: Any) -> Any:
@@ -94,9 +100,20 @@ def lr_at(step: int, *, peak: float, warmup: int, total: int, schedule: str, min
 
 
 def train_step(
-    model: nn.Module, optimizer: torch.optim.Optimizer, batch: torch.Tensor, lr: float, grad_clip: float
-) -> tuple[float, float]:
-    """One AdamW step on `batch` (sequences × seq_len token ids); returns (loss, grad norm before clipping)."""
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: torch.Tensor,
+    lr: float,
+    grad_clip: float,
+    *,
+    adam_rho: float | None = None,
+) -> tuple[float, float, AdamStepStats | None]:
+    """One AdamW step on `batch` (sequences × seq_len token ids).
+
+    Returns (loss, grad norm before clipping, Adam statistics). The statistics (`adam_step_stats` with ρ =
+    `adam_rho`) are measured only when `adam_rho` is given, between the update and zeroing the gradients: the one
+    moment both the (clipped) gradient the step consumed and the v̂ it used are at hand. They only read state.
+    """
     for group in optimizer.param_groups:
         group["lr"] = lr
     loss = model(input_ids=batch, labels=batch).loss
@@ -104,8 +121,9 @@ def train_step(
     max_norm = grad_clip if grad_clip > 0 else math.inf
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
     optimizer.step()
+    stats = adam_step_stats(optimizer, rho=adam_rho) if adam_rho is not None else None
     optimizer.zero_grad(set_to_none=True)
-    return float(loss.detach()), float(grad_norm)
+    return float(loss.detach()), float(grad_norm), stats
 
 
 @torch.no_grad()
@@ -154,8 +172,12 @@ def train(
     device: torch.device | None = None,
     on_report: Callable[[Report], None] | None = None,
     shard: Shard | None = None,
+    probe_every: int = 0,
 ) -> TrialOutcome:
     """Train `trial` on `store` from scratch or from `state`; returns the trial's outcome and summary row.
+
+    With `probe_every`, `on_report` is also called after every `probe_every`-th step with ``probe`` set: the caller
+    saves the state there for a curvature probe (unless the step diverged: a probe of non-finite weights says nothing).
 
     `shard` makes this process one of several data-parallel ranks (see `models.distributed`): it trains on its share
     of every global batch and records the global-batch loss, so every rank logs what the single process would.
@@ -170,6 +192,7 @@ def train(
     started = time.perf_counter() - state.elapsed_offset
     tokens_per_step = trial.train.batch_size * trial.seq_len
     checkpoint_every = trial.train.checkpoint_interval
+    stats = trial.train.adam_stats
     diverged = False
 
     while state.step < steps and not diverged:
@@ -184,13 +207,17 @@ def train(
         )
         rows = shard.rows_of(order[state.step])
         batch = torch.from_numpy(sequences[rows].astype(np.int64)).to(device)
-        loss, grad_norm = train_step(state.model, state.optimizer, batch, lr, trial.train.grad_clip)
+        measure = bool(stats.every) and (state.step + 1) % stats.every == 0
+        loss, grad_norm, adam = train_step(
+            state.model, state.optimizer, batch, lr, trial.train.grad_clip, adam_rho=stats.rho if measure else None
+        )
         loss = shard.reduce_loss(loss)
         state.step += 1
         diverged = not math.isfinite(loss)
         final = state.step == steps or diverged
         at_eval = state.step % trial.train.eval_interval == 0 or final
         at_checkpoint = bool(checkpoint_every) and state.step % checkpoint_every == 0 and not final
+        at_probe = bool(probe_every) and state.step % probe_every == 0 and not diverged
         eval_loss, eval_seconds = None, 0.0
         if at_eval and not diverged:
             eval_started = time.perf_counter()
@@ -207,11 +234,12 @@ def train(
                     "eval_loss": eval_loss,
                     "grad_norm": grad_norm,
                     "elapsed_s": time.perf_counter() - started,
+                    **adam_columns(adam),
                 }
             )
-        if (at_eval or at_checkpoint) and on_report is not None:
+        if (at_eval or at_checkpoint or at_probe) and on_report is not None:
             state.elapsed_offset = time.perf_counter() - started
-            on_report(Report(state, steps, final=final, diverged=diverged, checkpoint=at_checkpoint))
+            on_report(Report(state, steps, final=final, diverged=diverged, checkpoint=at_checkpoint, probe=at_probe))
         # the loop's own cost (data, step, logging, reporting) counts as training time; the eval does not
         state.train_seconds += time.perf_counter() - tick - eval_seconds
 
@@ -220,6 +248,17 @@ def train(
     return TrialOutcome(
         status, error, summary_row(trial, store, state, status, error, time.perf_counter() - started, shard)
     )
+
+
+def adam_columns(stats: AdamStepStats | None) -> dict[str, float]:
+    """The steps-table columns of the inline Adam statistics (none when the step did not measure them)."""
+    if stats is None:
+        return {}
+    return {
+        "adam_critical_share": stats.critical_share,
+        "adam_median_g2_over_v": stats.median_g2_over_v,
+        "update_rms": stats.update_rms,
+    }
 
 
 def config_columns(trial: TrialConfig) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The ``scalesweep`` command line: run, plan, status, fit, report.
+"""The ``scalesweep`` command line: run, plan, status, probe, fit, report.
 
 Bad input (a spec that does not validate, a corpus too small for the grid, a results directory that does not exist)
 prints one line ``scalesweep: error: …`` and exits with code 2 before anything starts or is written. ``fit`` and
@@ -120,6 +120,26 @@ def _cmd_logs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_probe(args: argparse.Namespace) -> int:
+    from orchestrator.results import ResultsDir
+
+    results = ResultsDir.at(args.results)
+    if not results.is_local or not Path(results.uri).is_dir():
+        raise UsageError(f"{args.results}: no such local results directory")
+    from orchestrator.probes import pending_checkpoints, probe_checkpoints
+    from orchestrator.study import start_ray
+
+    pending = pending_checkpoints(results)
+    if not pending:
+        print(f"no probe checkpoint without a probe row in {results.uri}")
+        return 0
+    print(f"probing {len(pending)} checkpoint(s) …", file=sys.stderr, flush=True)
+    start_ray(args.address)
+    summary = probe_checkpoints(results, pending)
+    print(summary.line())
+    return 1 if summary.failed else 0
+
+
 def _cmd_fit(args: argparse.Namespace) -> int:
     from analysis.cli import fit_main
 
@@ -166,6 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--address", help="Ray dashboard address, for a job id (default: $RAY_ADDRESS)")
     status.add_argument("--strict", action="store_true", help="stop at an unreadable file instead of skipping it")
     status.set_defaults(func=_cmd_status)
+
+    probe = sub.add_parser("probe", help="run the curvature probes of saved probe checkpoints that have no row yet")
+    probe.add_argument("results", help="results directory (local or NFS)")
+    probe.add_argument("--address", help="join a running Ray cluster")
+    probe.set_defaults(func=_cmd_probe)
 
     fit = sub.add_parser("fit", help="fit scaling laws to a results directory")
     fit.add_argument("results")

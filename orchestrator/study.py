@@ -4,7 +4,9 @@ The steps, in order, each before any trial starts: expand the grid, read which t
 (those are skipped, so a rerun is a no-op and a grown axis runs only its new cells), write the resolved spec, and build
 or reuse the token cache (which also checks that the corpus holds the largest D). Then one ``Tuner`` runs the remaining
 cells as a ``tune.grid_search`` over their configs, one trial per cell, with per-trial resources, a concurrency limit,
-``FailureConfig`` retries from the trial's last checkpoint, and a single progress line.
+``FailureConfig`` retries from the trial's last checkpoint, and a single progress line. With ``probes.curvature`` the
+study also starts a probe queue (`orchestrator.probes`) and returns only when every probe its trials handed off is
+written (or has failed: a failed probe is reported, its checkpoint kept for ``scalesweep probe``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from orchestrator.plan import plan
 from orchestrator.results import FINISHED, ResultsDir
 from orchestrator.storage import check_results_storage
 from sweeps.grid import expand
-from sweeps.spec import ResourcesSpec, StudySpec, dump_spec
+from sweeps.spec import ResourcesSpec, SpecError, StudySpec, dump_spec
 
 # Trials keep the driver's working directory, so relative paths in a spec mean the same thing inside a trial.
 os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
@@ -94,8 +96,10 @@ def run_study(
     max_concurrent: int | None = None,
     stream: TextIO | None = None,
 ) -> StudyResult:
+    import ray
     from ray import tune
 
+    from orchestrator.probes import start_queue
     from orchestrator.progress import ProgressLine, SilentReporter
     from orchestrator.trainable import run_distributed_trial, run_trial
 
@@ -107,6 +111,11 @@ def run_study(
         start_ray(address)
         per_trial = {"CPU": res.cpus_per_trial * res.workers, "GPU": res.gpus_per_trial * res.workers}
         check_results_storage(results.uri, trial_resources=per_trial)
+    if spec.probes and spec.probes.curvature and not results.is_local:
+        raise SpecError(
+            f"probes.curvature: probe checkpoints need a local or NFS results path (got {results.uri}); "
+            "run the probes on a mounted path"
+        )
     trials = expand(spec)
     statuses = results.trial_statuses()
     todo = [t for t in trials if statuses.get(t.trial_id) not in FINISHED]
@@ -126,6 +135,8 @@ def run_study(
         f"{sum(p.flops for p in planned):.3g} FLOPs"
     )
     start_ray(address)
+    curvature = spec.probes.curvature if spec.probes else None
+    queue, queue_name = start_queue() if curvature else (None, None)
     progress = ProgressLine(spec.name, {p.trial.trial_id: p.flops for p in planned}, stream)
     if res.workers == 1:
         trainable = tune.with_resources(run_trial, {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial})
@@ -144,6 +155,8 @@ def run_study(
             "gpus_per_worker": res.gpus_per_trial,
             "fsdp_min_params": res.fsdp_min_params,
             "retries": res.retries,
+            "probes": curvature.model_dump() if curvature else None,
+            "probe_queue": queue_name,
         },
         tune_config=tune.TuneConfig(
             max_concurrent_trials=max_concurrent or res.max_concurrent,
@@ -165,6 +178,9 @@ def run_study(
         tuner.fit()
     finally:
         progress.close()
+    if queue is not None:  # the trials handed their probes off; the study is done when the probes are
+        say(ray.get(queue.drain.remote()).line())
+        ray.kill(queue)
     after = results.trial_statuses()
     outcomes = [after.get(t.trial_id, "failed") for t in todo]
     return StudyResult(

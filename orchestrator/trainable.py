@@ -4,6 +4,8 @@ Thin on purpose: everything they call runs without Ray. A trial writes its own P
 trials row at the end); only a small summary goes through ``tune.report``. A reported checkpoint carries the whole
 training state, so a retried trial (``FailureConfig``) resumes from it and its steps table keeps exactly one row per
 step.
+A study with ``probes.curvature`` also saves probe checkpoints and hands them to `orchestrator.probes` (single-process
+trials only).
 
 Two shapes of trial, chosen by ``resources.workers``:
 
@@ -34,6 +36,7 @@ from models.checkpoint import load_state, save_state
 from models.data import prepare_tokens
 from models.lm import use_bf16_autocast
 from models.train import Report, Shard, TrainState, config_columns, new_state, train
+from orchestrator.probes import probe_hook
 from orchestrator.results import ResultsDir
 from sweeps.grid import TrialConfig
 from sweeps.tables import SCHEMA_VERSION, STEPS, TRIALS
@@ -59,8 +62,21 @@ def run_trial(config: dict[str, Any]) -> None:
             save_state(state, directory)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
+    results = ResultsDir(config["results"])
+    probes = config.get("probes")
+    on_probe = probe_hook(trial, results, probes, config["probe_queue"]) if probes else None
     _train_and_record(
-        trial, ResultsDir(config["results"]), store, state, device, Shard(), tune.report, save_and_report, True
+        trial,
+        results,
+        store,
+        state,
+        device,
+        Shard(),
+        tune.report,
+        save_and_report,
+        True,
+        probe_every=probes["every"] if probes else 0,
+        on_probe=on_probe,
     )
 
 
@@ -153,12 +169,20 @@ def _train_and_record(
     report: Callable[[dict[str, Any]], None],
     save_and_report: Callable[[TrainState, dict[str, Any]], None],
     writes_results: bool,
+    *,
+    probe_every: int = 0,
+    on_probe: Callable[[TrainState], None] | None = None,
 ) -> None:
-    """Train, reporting at every eval and checkpoint point; the process that `writes_results` writes the Parquet."""
+    """Train, reporting at every eval and checkpoint point; the process that `writes_results` writes the Parquet.
+
+    At every `probe_every`-th step `on_probe` gets the state (to save a probe checkpoint and hand it off).
+    """
 
     def on_report(r: Report) -> None:
         if writes_results:
             results.write_rows(STEPS, trial.trial_id, r.state.rows)
+        if r.probe and on_probe is not None:
+            on_probe(r.state)
         last = r.state.rows[-1]
         metrics = {
             "step": r.state.step,
@@ -173,7 +197,9 @@ def _train_and_record(
             report(metrics)
 
     try:
-        outcome = train(trial, store, state=state, device=device, on_report=on_report, shard=shard)
+        outcome = train(
+            trial, store, state=state, device=device, on_report=on_report, shard=shard, probe_every=probe_every
+        )
     except Exception as err:
         if writes_results:
             failed = {**config_columns(trial), "status": "failed", "error": f"{type(err).__name__}: {err}"}

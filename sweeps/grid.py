@@ -1,7 +1,8 @@
 """From a spec to its trials: grid expansion and trial identity.
 
 A trial's identity is a short hash of its resolved *semantic* config — what it trains and how — and not of resources,
-paths, the study name or how often it checkpoints (Marin's executor hashes a step's versioned config the same way).
+paths, the study name, how often it checkpoints or whether it measures Adam statistics (those read the state and
+change no number; Marin's executor hashes a step's versioned config the same way).
 So re-running a study skips the ids that already have a finished row, adding a value to an axis runs only the new cells,
 and changing a training setting changes every affected id (old rows stay, never mixed with new ones).
 
@@ -51,7 +52,7 @@ class TrialConfig:
     def semantic(self) -> dict[str, Any]:
         """The fields that decide what the trial computes: the input of the trial id."""
         data = self.data.model_dump(mode="json", exclude={"cache_dir"})
-        train = self.train.model_dump(mode="json", exclude={"lr", "checkpoint_interval"})
+        train = self.train.model_dump(mode="json", exclude={"lr", "checkpoint_interval", "adam_stats"})
         return {
             "id_version": ID_VERSION,
             "architecture": self.architecture,

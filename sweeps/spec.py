@@ -248,6 +248,17 @@ class GridSpec(Strict):
 # -------------------------------------------------------------------------------------------------------- train
 
 
+class AdamStatsSpec(Strict):
+    """Inline Adam statistics (``models/probes/adam.py::adam_step_stats``) every ``every`` steps; 0 = off.
+
+    A coordinate is in the critical regime g² ≪ v̂ when g² < ρ·v̂. The default ρ = 0.01 puts g² two orders below v̂,
+    where v's update v_{t+1}/v_t = β2 + (1 − β2)·g²/v̂ is β2 to within 1% of (1 − β2).
+    """
+
+    every: Annotated[int, Field(ge=0)] = 0
+    rho: PositiveFloat = 0.01
+
+
 class TrainSpec(Strict):
     batch_size: PositiveInt = 16
     lr: PositiveFloat = 3e-3
@@ -260,6 +271,17 @@ class TrainSpec(Strict):
     eval_interval: PositiveInt = 50
     log_interval: PositiveInt = 1
     checkpoint_interval: Annotated[int, Field(ge=0)] = 0
+    adam_stats: AdamStatsSpec = AdamStatsSpec()
+
+    @model_validator(mode="after")
+    def _stats_on_logged_steps(self) -> TrainSpec:
+        every = self.adam_stats.every
+        if every % self.log_interval:
+            raise ValueError(
+                f"adam_stats.every {every} is not a multiple of log_interval {self.log_interval}: "
+                "the statistics go into the logged steps rows"
+            )
+        return self
 
 
 class ResourcesSpec(Strict):
@@ -272,6 +294,18 @@ class ResourcesSpec(Strict):
     max_concurrent: PositiveInt | None = None
     retries: Annotated[int, Field(ge=0)] = 1
     torch_threads: PositiveInt | None = None
+
+
+class CurvatureProbeSpec(Strict):
+    """A curvature probe (``models/probes/curvature.py``) of the trial's state after every ``every`` steps."""
+
+    every: PositiveInt
+    batch: PositiveInt = 8
+    top_k: PositiveInt = 1
+
+
+class ProbesSpec(Strict):
+    curvature: CurvatureProbeSpec | None = None
 
 
 StudyName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
@@ -287,6 +321,7 @@ class StudySpec(Strict):
     grid: GridSpec
     train: TrainSpec = TrainSpec()
     resources: ResourcesSpec = ResourcesSpec()
+    probes: ProbesSpec | None = None
     results: str | None = None
 
     @model_validator(mode="after")
@@ -304,6 +339,17 @@ class StudySpec(Strict):
                 f"train.batch_size {self.train.batch_size} is not a multiple of resources.workers "
                 f"{self.resources.workers}: each worker takes an equal share of every batch"
             )
+        probed = self.probes is not None and self.probes.curvature is not None
+        if probed and self.probes.curvature.every % self.train.log_interval:  # type: ignore[union-attr]
+            raise ValueError(
+                f"probes.curvature.every {self.probes.curvature.every} is not a multiple of train.log_interval "  # type: ignore[union-attr]
+                f"{self.train.log_interval}: a probe step must be a logged step"
+            )
+        for key, on in (("train.adam_stats", self.train.adam_stats.every > 0), ("probes.curvature", probed)):
+            if on and self.resources.workers > 1:
+                raise ValueError(
+                    f"{key} needs resources.workers: 1 (a sharded optimizer state has no single-process view)"
+                )
         if self.train.eval_interval and self.data.eval_tokens < self.model.seq_len:
             raise ValueError(
                 f"data.eval_tokens {self.data.eval_tokens} is shorter than one sequence ({self.model.seq_len})"
