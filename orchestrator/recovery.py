@@ -20,8 +20,7 @@ import pyarrow.parquet as pq
 
 from orchestrator.progress import format_duration
 from orchestrator.results import ResultsDir
-from orchestrator.storage import check_results_storage
-from orchestrator.study import StudyResult, start_ray
+from orchestrator.study import StudyResult, open_results, start_ray
 from sweeps.recovery import RecoveryBatch, RecoverySpec, recovery_batches
 from sweeps.spec import dump_spec
 from sweeps.tables import RECOVERY
@@ -72,10 +71,7 @@ def run_recovery_study(
 ) -> StudyResult:
     stream = stream or sys.stderr
     started = time.monotonic()
-    results = ResultsDir.at(spec.results_path)
-    if address:  # a cluster: results must be reachable from every node (a private local Ray is one node)
-        start_ray(address)
-        check_results_storage(results.uri, trial_resources={"CPU": spec.resources.cpus_per_task})
+    results = open_results(spec.results_path, address, {"CPU": spec.resources.cpus_per_task})
     total = sum(len(b.seeds) for b in recovery_batches(spec))
     todo = pending_batches(spec, finished_task_ids(results))
     results.write_text("spec.yaml", dump_spec(spec))

@@ -89,6 +89,19 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> None:
         )
 
 
+def open_results(location: str, address: str | None, per_trial: dict[str, float]) -> ResultsDir:
+    """The study's results location, refused before anything is written if cluster nodes could not all reach it.
+
+    On a cluster (`address` given) Ray is joined first and a node-local path is refused; a private local Ray is one
+    node, so any local path will do.
+    """
+    results = ResultsDir.at(location)
+    if address:
+        start_ray(address)
+        check_results_storage(results.uri, trial_resources=per_trial)
+    return results
+
+
 def run_study(
     spec: StudySpec,
     *,
@@ -105,12 +118,9 @@ def run_study(
 
     stream = stream or sys.stderr
     started = time.monotonic()
-    results = ResultsDir.at(spec.results_path)
     res = spec.resources
-    if address:  # a cluster: results must be reachable from every node (a private local Ray is one node)
-        start_ray(address)
-        per_trial = {"CPU": res.cpus_per_trial * res.workers, "GPU": res.gpus_per_trial * res.workers}
-        check_results_storage(results.uri, trial_resources=per_trial)
+    per_trial = {"CPU": res.cpus_per_trial * res.workers, "GPU": res.gpus_per_trial * res.workers}
+    results = open_results(spec.results_path, address, per_trial)
     if spec.probes and spec.probes.curvature and not results.is_local:
         raise SpecError(
             f"probes.curvature: probe checkpoints need a local or NFS results path (got {results.uri}); "
