@@ -37,3 +37,28 @@ def relocated(spec: StudySpec, results: Path, cache: Path) -> StudySpec:
 @pytest.fixture(scope="session")
 def relocate():
     return relocated
+
+
+@pytest.fixture(scope="session")
+def tiny_study(token_cache: Path):
+    """Build a tiny LM study on the synthetic corpus (one 1x32 llama, seq_len 32, batch 8) as a spec mapping.
+
+    Call it as ``tiny_study(name, results, model=..., grid=..., train=...)``: each given section replaces the default.
+    """
+
+    def build(name: str, results: Path, **sections: object) -> dict:
+        spec = {
+            "name": name,
+            "results": str(results),
+            "data": {
+                "corpus": "synthetic",
+                "synthetic": {"vocab_size": 64, "branching": 8, "tokens": 100_000},
+                "eval_tokens": 1024,
+                "cache_dir": str(token_cache),
+            },
+            "model": {"sizes": ["1x32"], "head_dim": 16, "seq_len": 32},
+            "train": {"batch_size": 8},
+        }
+        return {**spec, **sections}
+
+    return build

@@ -78,21 +78,14 @@ def test_local_ray_is_private_on_loopback_without_dashboard() -> None:
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_environment_secrets_never_reach_the_results(tmp_path: Path, token_cache: Path) -> None:
+def test_environment_secrets_never_reach_the_results(tmp_path: Path, tiny_study) -> None:
     secrets = {"AWS_SECRET_ACCESS_KEY": "s3cr3t-aws-0xfeed", "HF_TOKEN": "hf_s3cr3t_0xbeef"}
-    spec = {
-        "name": "secrets",
-        "results": str(tmp_path / "r"),
-        "data": {
-            "corpus": "synthetic",
-            "synthetic": {"vocab_size": 64, "tokens": 60000},
-            "eval_tokens": 1024,
-            "cache_dir": str(token_cache),
-        },
-        "model": {"sizes": ["1x32"], "head_dim": 16, "seq_len": 32},
-        "grid": {"tokens": [4096], "seed": [0, 1]},
-        "train": {"batch_size": 8, "eval_interval": 8, "checkpoint_interval": 8},
-    }
+    spec = tiny_study(
+        "secrets",
+        tmp_path / "r",
+        grid={"tokens": [4096], "seed": [0, 1]},
+        train={"batch_size": 8, "eval_interval": 8, "checkpoint_interval": 8},
+    )
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
     env = {**os.environ, **secrets}
     env.pop("RAY_ADDRESS", None)

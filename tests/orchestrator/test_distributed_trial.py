@@ -20,30 +20,24 @@ pytestmark = [pytest.mark.ray, pytest.mark.distributed, pytest.mark.slow]
 STEPS, BATCH, SEQ = 20, 8, 32
 
 
-def spec_for(results: Path, cache: Path, strategy_threshold: int):
+def spec_for(tiny_study, results: Path, strategy_threshold: int):
     return parse_spec(
-        {
-            "name": "dist",
-            "results": str(results),
-            "data": {
-                "corpus": "synthetic",
-                "synthetic": {"vocab_size": 64, "branching": 8, "tokens": 60000},
-                "eval_tokens": 1024,
-                "cache_dir": str(cache),
-            },
-            "model": {"sizes": ["2x32"], "head_dim": 16, "seq_len": SEQ},
-            "grid": {"tokens": [STEPS * BATCH * SEQ], "init": [{"rate": 0.5}], "weight_decay": [0.1], "seed": [5]},
-            "train": {"batch_size": BATCH, "lr": 0.01, "warmup_steps": 4, "eval_interval": 10},
-            "resources": {"workers": 2, "fsdp_min_params": strategy_threshold, "retries": 0},
-        }
+        tiny_study(
+            "dist",
+            results,
+            model={"sizes": ["2x32"], "head_dim": 16, "seq_len": SEQ},
+            grid={"tokens": [STEPS * BATCH * SEQ], "init": [{"rate": 0.5}], "weight_decay": [0.1], "seed": [5]},
+            train={"batch_size": BATCH, "lr": 0.01, "warmup_steps": 4, "eval_interval": 10},
+            resources={"workers": 2, "fsdp_min_params": strategy_threshold, "retries": 0},
+        )
     )
 
 
 @pytest.mark.parametrize(("threshold", "strategy"), [(0, "fsdp"), (10**12, "ddp")])
 def test_two_workers_match_the_single_process_loss_curve(
-    ray_local, token_cache: Path, tmp_path: Path, threshold: int, strategy: str
+    ray_local, tiny_study, tmp_path: Path, threshold: int, strategy: str
 ) -> None:
-    spec = spec_for(tmp_path / "r", token_cache, threshold)
+    spec = spec_for(tiny_study, tmp_path / "r", threshold)
     result = run_study(spec, stream=io.StringIO())
     assert (result.ok, result.failed) == (1, 0)
 

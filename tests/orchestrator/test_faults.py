@@ -28,28 +28,16 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 STEPS, BATCH, SEQ = 240, 8, 32
 
 
-def spec_for(results: Path, cache: Path, workers: int):
+def spec_for(tiny_study, results: Path, workers: int):
     return parse_spec(
-        {
-            "name": "faults",
-            "results": str(results),
-            "data": {
-                "corpus": "synthetic",
-                "synthetic": {"vocab_size": 64, "branching": 8, "tokens": 100000},
-                "eval_tokens": 1024,
-                "cache_dir": str(cache),
-            },
-            "model": {"sizes": ["2x32"], "head_dim": 16, "seq_len": SEQ},
-            "grid": {"tokens": [STEPS * BATCH * SEQ], "init": [{"rate": 0.5}], "weight_decay": [0.1], "seed": [2]},
-            "train": {
-                "batch_size": BATCH,
-                "lr": 0.01,
-                "warmup_steps": 10,
-                "eval_interval": 40,
-                "checkpoint_interval": 40,
-            },
-            "resources": {"workers": workers, "fsdp_min_params": 0, "retries": 2},
-        }
+        tiny_study(
+            "faults",
+            results,
+            model={"sizes": ["2x32"], "head_dim": 16, "seq_len": SEQ},
+            grid={"tokens": [STEPS * BATCH * SEQ], "init": [{"rate": 0.5}], "weight_decay": [0.1], "seed": [2]},
+            train={"batch_size": BATCH, "lr": 0.01, "warmup_steps": 10, "eval_interval": 40, "checkpoint_interval": 40},
+            resources={"workers": workers, "fsdp_min_params": 0, "retries": 2},
+        )
     )
 
 
@@ -91,9 +79,9 @@ def run_and_kill(spec, checkpoints_under: Path, process_title: str) -> tuple[Stu
     ],
 )
 def test_killed_worker_resumes_from_its_checkpoint(
-    ray_local, token_cache: Path, tmp_path: Path, workers: int, title: str, storage: str, tolerance: float
+    ray_local, tiny_study, tmp_path: Path, workers: int, title: str, storage: str, tolerance: float
 ) -> None:
-    spec = spec_for(tmp_path / "r", token_cache, workers)
+    spec = spec_for(tiny_study, tmp_path / "r", workers)
     trial = expand(spec)[0]
     result, killed = run_and_kill(spec, tmp_path / "r" / storage, title)
     assert killed == 1, "the trial finished before a checkpoint could be interrupted"

@@ -68,20 +68,13 @@ def test_extending_an_axis_runs_only_new_cells(smoke_run) -> None:
     assert set(rows.trial_id) == old | new
 
 
-def test_diverging_cell_is_recorded_and_the_study_goes_on(ray_local, token_cache: Path, tmp_path: Path) -> None:
-    raw = {
-        "name": "diverge",
-        "results": str(tmp_path / "r"),
-        "data": {
-            "corpus": "synthetic",
-            "synthetic": {"vocab_size": 64, "tokens": 60000},
-            "eval_tokens": 2048,
-            "cache_dir": str(token_cache),
-        },
-        "model": {"sizes": ["1x32"], "head_dim": 16, "seq_len": 32},
-        "grid": {"tokens": [4096], "lr": [3e-3, 1e30]},
-        "train": {"batch_size": 8, "warmup_steps": 0, "eval_interval": 4},
-    }
+def test_diverging_cell_is_recorded_and_the_study_goes_on(ray_local, tiny_study, tmp_path: Path) -> None:
+    raw = tiny_study(
+        "diverge",
+        tmp_path / "r",
+        grid={"tokens": [4096], "lr": [3e-3, 1e30]},
+        train={"batch_size": 8, "warmup_steps": 0, "eval_interval": 4},
+    )
     result = run_study(parse_spec(raw), stream=io.StringIO())
     assert (result.ok, result.diverged, result.failed) == (1, 1, 0)
     rows = pd.read_parquet(tmp_path / "r" / "trials").set_index("lr")
