@@ -49,12 +49,10 @@ def build_sections(results: Results, *, n_bootstrap: int = 1000) -> list[Section
             sections[0].text.extend(f"not fitted: {label}: {why}" for label, why in comparison.unfitted.items())
         if len(comparison.groups) > 1:
             sections.append(_comparison_section(comparison))
-    if len(results.steps):
+    lm_steps = results.steps[results.steps["tokens"].notna()]  # against tokens: a function run has none
+    if len(lm_steps):
         sections.append(
-            Section(
-                "Training curves",
-                figures={"training_curves": plots.training_curves(results.steps, results.trials)},
-            )
+            Section("Training curves", figures={"training_curves": plots.training_curves(lm_steps, results.trials)})
         )
     if len(results.recovery):
         thresholds = recovery_thresholds(results.recovery, n_bootstrap=n_bootstrap)
@@ -162,10 +160,15 @@ def _spike_section(results: Results) -> Section:
     probed_trials = [t for t in results.probes["trial_id"].unique() if t in logged]
     steps = results.steps[results.steps["trial_id"].isin(probed_trials)]
     spikes = analyze_spikes(steps, results.probes, rule=DEFAULT_RULE)
-    section = Section(
-        "Loss spikes and Adam's stability edges",
-        text=[f"Rule: {DEFAULT_RULE.describe()}.", *spike_shares(spikes).lines()],
-    )
+    section = Section("Loss spikes and Adam's stability edges", text=[f"Rule: {DEFAULT_RULE.describe()}."])
+    # Shares per kind of network: a study may mix networks whose spikes need not share a cause.
+    kinds = results.trials.set_index("trial_id")["architecture"].reindex(probed_trials).fillna("unknown")
+    if kinds.nunique() > 1:
+        for name, members in kinds.groupby(kinds, sort=True):
+            lines = spike_shares(spikes[spikes["trial_id"].isin(members.index)]).lines()
+            section.text.extend([f"{name}: {lines[0]}", *lines[1:]])
+    else:
+        section.text.extend(spike_shares(spikes).lines())
     if len(spikes):
         section.tables.append(spikes[list(_SPIKE_TABLE)].rename(columns=_SPIKE_TABLE))
     counts = spikes["trial_id"].value_counts().reindex(probed_trials, fill_value=0)

@@ -90,7 +90,8 @@ class Spike:
 
     @property
     def peak_ratio(self) -> float:
-        return self.peak_loss / self.baseline
+        # A loss that reached exactly zero (float underflow of a memorized batch) makes any rise infinitely large.
+        return self.peak_loss / self.baseline if self.baseline > 0 else float("inf")
 
 
 SPIKE_COLUMNS: dict[str, str] = {

@@ -50,6 +50,8 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 def _run(spec: Any, args: argparse.Namespace) -> int:
     if spec.kind == "recovery":
         from orchestrator.recovery import run_recovery_study as run
+    elif spec.kind == "spikes":
+        from orchestrator.spikes import run_spikes_study as run
     else:
         from orchestrator.study import run_study as run
     result = run(spec, address=args.address, max_concurrent=args.max_concurrent)
@@ -76,6 +78,10 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         from orchestrator.recovery import recovery_plan_text
 
         print(recovery_plan_text(spec, results))
+    elif spec.kind == "spikes":
+        from orchestrator.spikes import spikes_plan_text
+
+        print(spikes_plan_text(spec, results))
     else:
         print(format_plan(plan(expand(spec), results.trial_statuses(), planned_vocab_size(spec.data))))
     return 0

@@ -100,3 +100,28 @@ class SilentReporter(ProgressReporter):
 
     def report(self, trials: list, done: bool, *sys_info: dict) -> None:
         pass
+
+
+class TaskProgress:
+    """``[study] done/total <unit> done · running · failed · elapsed · ETA`` for studies of plain Ray tasks
+    (recovery, the function part of a spikes study); the ETA is by units finished."""
+
+    def __init__(self, study: str, total: int, stream: TextIO, *, unit: str) -> None:
+        self.study, self.total, self.stream, self.unit = study, total, stream, unit
+        self.live = stream.isatty()
+        self.started = time.monotonic()
+
+    def draw(self, done: int, failed: int, running: int) -> None:
+        elapsed = time.monotonic() - self.started
+        eta = format_duration(elapsed / done * (self.total - done)) if done else "…"
+        line = (
+            f"[{self.study}] {done}/{self.total} {self.unit} done · {running} running · {failed} failed · "
+            f"{format_duration(elapsed)} elapsed · ETA {eta}"
+        )
+        self.stream.write("\r\033[K" + line if self.live else line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.live:
+            self.stream.write("\n")
+            self.stream.flush()

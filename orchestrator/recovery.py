@@ -18,7 +18,7 @@ from typing import Any, TextIO
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from orchestrator.progress import format_duration
+from orchestrator.progress import TaskProgress
 from orchestrator.results import ResultsDir
 from orchestrator.study import StudyResult, open_results, start_ray
 from sweeps.recovery import RecoveryBatch, RecoverySpec, recovery_batches
@@ -89,7 +89,7 @@ def run_recovery_study(
     # Without a limit, keep only as many batches in flight as the cluster can run, so "running" means running.
     slots = max(1, int(ray.cluster_resources().get("CPU", 1) // res.cpus_per_task))
     limit = max_concurrent or res.max_concurrent or slots
-    progress = _Progress(spec.name, pending, stream)
+    progress = TaskProgress(spec.name, pending, stream, unit="tasks")
     queue = list(todo)
     running: dict[Any, int] = {}
     ok = failed = 0
@@ -113,30 +113,6 @@ def run_recovery_study(
         progress.draw(ok + failed, failed, len(running))
     progress.close()
     return StudyResult(results.uri, total, total - pending, pending, ok, 0, failed, time.monotonic() - started)
-
-
-class _Progress:
-    """``[study] done/total tasks · running batches · failed · elapsed · ETA`` (ETA by tasks finished)."""
-
-    def __init__(self, study: str, total: int, stream: TextIO) -> None:
-        self.study, self.total, self.stream = study, total, stream
-        self.live = stream.isatty()
-        self.started = time.monotonic()
-
-    def draw(self, done: int, failed: int, running: int) -> None:
-        elapsed = time.monotonic() - self.started
-        eta = format_duration(elapsed / done * (self.total - done)) if done else "…"
-        line = (
-            f"[{self.study}] {done}/{self.total} tasks done · {running} batches running · {failed} failed · "
-            f"{format_duration(elapsed)} elapsed · ETA {eta}"
-        )
-        self.stream.write("\r\033[K" + line if self.live else line + "\n")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.live:
-            self.stream.write("\n")
-            self.stream.flush()
 
 
 def recovery_plan_text(spec: RecoverySpec, results: ResultsDir) -> str:

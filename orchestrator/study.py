@@ -108,7 +108,10 @@ def run_study(
     address: str | None = None,
     max_concurrent: int | None = None,
     stream: TextIO | None = None,
+    write_spec: bool = True,
 ) -> StudyResult:
+    """Run the unfinished trials of ``spec`` (module docstring). ``write_spec=False`` leaves ``spec.yaml`` to a caller
+    whose study this one is a part of (the lm part of a spikes study)."""
     import ray
     from ray import tune
 
@@ -129,7 +132,8 @@ def run_study(
     trials = expand(spec)
     statuses = results.trial_statuses()
     todo = [t for t in trials if statuses.get(t.trial_id) not in FINISHED]
-    results.write_text("spec.yaml", dump_spec(spec))
+    if write_spec:
+        results.write_text("spec.yaml", dump_spec(spec))
 
     def say(message: str) -> None:
         print(f"[{spec.name}] {message}", file=stream, flush=True)

@@ -210,12 +210,17 @@ def _train_and_record(
 
 
 def _bookkeeping(trial: TrialConfig, row: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """Add the study-level columns every trials row carries."""
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return bookkeeping(row, trial.study, trial.to_dict(), device_name)
+
+
+def bookkeeping(row: dict[str, Any], study: str, config: dict[str, Any], device: str) -> dict[str, Any]:
+    """Add the study-level columns every trials row carries (an lm trial's or a function run's)."""
     return {
         **row,
-        "study": trial.study,
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "config_json": json.dumps(trial.to_dict(), sort_keys=True),
+        "study": study,
+        "device": device,
+        "config_json": json.dumps(config, sort_keys=True),
         "versions_json": json.dumps(library_versions(), sort_keys=True),
         "schema_version": SCHEMA_VERSION,
         "finished_at": datetime.now(timezone.utc).replace(microsecond=0),

@@ -401,7 +401,7 @@ def _is_union_tag(part: Any) -> bool:
 
 
 def parse_spec(raw: Any, source: str = "spec") -> Any:
-    """Validate a spec mapping; its ``kind`` (lm by default, or recovery) chooses the schema."""
+    """Validate a spec mapping; its ``kind`` (lm by default, recovery or spikes) chooses the schema."""
     if not isinstance(raw, dict):
         raise SpecError(f"{source}: a spec is a YAML mapping with keys name, data, model, grid, train, resources")
     kind = raw.get("kind", "lm")
@@ -411,8 +411,12 @@ def parse_spec(raw: Any, source: str = "spec") -> Any:
         from sweeps.recovery import RecoverySpec
 
         schema = RecoverySpec
+    elif kind == "spikes":
+        from sweeps.spikes import SpikesSpec
+
+        schema = SpikesSpec
     else:
-        raise SpecError(f"{source}: kind: unknown study kind (got {kind!r}); allowed: lm, recovery")
+        raise SpecError(f"{source}: kind: unknown study kind (got {kind!r}); allowed: lm, recovery, spikes")
     try:
         return schema.model_validate(raw)
     except ValidationError as err:

@@ -35,7 +35,7 @@ bias-corrected v̂, see ``models.probes.adam``):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -67,6 +67,10 @@ class CurvatureProbe:
     loss: float
     grad_norm: float
     converged: bool
+
+    def columns(self) -> dict[str, Any]:
+        """The probe as ``probes``-table columns (the top-k tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
 def stability_thresholds(lr: float, beta1: float) -> tuple[float, float]:
@@ -111,11 +115,12 @@ def curvature_probe(
         return flatten(operator.hvp(unflatten(v, params)))
 
     n = g.numel()
-    solve = dict(k=min(top_k, n), max_iter=max_iter, tol=tol, seed=seed, dtype=g.dtype, device=g.device)
-    plain = lanczos(hessian, n, **solve)
-    preconditioned = lanczos(precondition(hessian, d), n, **solve)
-
     whitened = d.sqrt() * g  # D^½ g: the gradient in the coordinates where Adam's step is gradient descent
+    solve = dict(k=min(top_k, n), max_iter=max_iter, tol=tol, seed=seed, dtype=g.dtype, device=g.device)
+    # Each run starts from its gradient plus a random direction (models.probes.lanczos: start vector).
+    plain = lanczos(hessian, n, hint=g, **solve)
+    preconditioned = lanczos(precondition(hessian, d), n, hint=whitened, **solve)
+
     u = d * g
     g_sq = float(torch.dot(g, g))
     w_sq = float(torch.dot(whitened, whitened))

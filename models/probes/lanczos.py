@@ -11,7 +11,12 @@ Conventions:
   positive curvature with 2/η, so a Hessian's large negative eigenvalues are deliberately not what is
   reported.
 - **Start vector**: standard normal from a CPU ``torch.Generator`` seeded with ``seed`` (then moved to the
-  operator's device), so a probe is reproducible bit for bit on one machine.
+  operator's device), so a probe is reproducible bit for bit on one machine. A ``hint`` direction, when given, is
+  added to the unit random vector with equal weight. Why: the residual test certifies that a Ritz pair is *an*
+  eigenpair, not that it is the top one; when the start vector has a tiny component along the top eigenvector,
+  a lower eigenvalue can converge first and be reported (misconvergence). A caller that knows a direction likely
+  to carry the top eigenvector (the curvature probe knows the gradient, which the spike mechanism aligns with
+  it) removes that failure where it matters, while the random half still excites every eigendirection.
 - **Convergence**: after j steps the Ritz pair (θᵢ, yᵢ) has residual ‖A yᵢ − θᵢ yᵢ‖ = β_j·|s_{j,i}| (s the
   eigenvectors of the tridiagonal T_j). We stop when every one of the top-k residuals is ≤ ``tol`` · max|θ|.
   The scale is the spectral-norm estimate rather than |θᵢ| so that a λ_max near zero does not demand
@@ -66,12 +71,13 @@ def lanczos(
     seed: int = 0,
     dtype: torch.dtype = torch.float64,
     device: torch.device | str = "cpu",
+    hint: Tensor | None = None,
 ) -> LanczosResult:
     """The k largest eigenvalues (and eigenvectors) of the symmetric n×n operator ``matvec``.
 
     At most ``min(max_iter, n)`` matvecs; stops earlier once the top-k Ritz residuals are below
     ``tol``·max|θ| (see the module docstring). ``dtype``/``device`` are those of the vectors handed to
-    ``matvec``.
+    ``matvec``; ``hint`` is a direction mixed into the start vector (module docstring).
     """
     if not 1 <= k <= n:
         raise ValueError(f"k must be in [1, n={n}], got {k}")
@@ -84,6 +90,9 @@ def lanczos(
     alphas: list[float] = []
     couplings: list[float] = []  # couplings[j] links basis[j] and basis[j + 1]; 0 across a restart
     q = _fresh_unit_vector(generator, basis, n, dtype, device)
+    if hint is not None and float(torch.linalg.vector_norm(hint)) > 0:
+        q = q + hint.to(dtype=dtype, device=device) / torch.linalg.vector_norm(hint)
+        q = q / torch.linalg.vector_norm(q)
     converged = False
     while True:
         basis.append(q)

@@ -15,7 +15,6 @@ Runs in any plain Python process (the orchestrator calls it from a Ray task; `sc
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from models.checkpoint import load_state, read_probe_meta
 from models.data import TokenStore, prepare_tokens
-from models.probes.curvature import CurvatureProbe, curvature_probe
+from models.probes.curvature import curvature_probe
 from models.train import plan_steps
 from sweeps.grid import TrialConfig
 
@@ -53,9 +52,4 @@ def probe_checkpoint(directory: str | Path, device: torch.device | None = None) 
 
     params = [p for group in state.optimizer.param_groups for p in group["params"]]
     probe = curvature_probe(loss, params, state.optimizer, top_k=settings.top_k, seed=settings.seed)
-    return {"trial_id": trial.trial_id, "step": step, **probe_columns(probe)}
-
-
-def probe_columns(probe: CurvatureProbe) -> dict[str, Any]:
-    """A probe as ``probes``-table columns (the top-k tuples become lists)."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(probe).items()}
+    return {"trial_id": trial.trial_id, "step": step, **probe.columns()}

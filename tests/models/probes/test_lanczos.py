@@ -70,3 +70,20 @@ def test_rejects_impossible_requests() -> None:
         lanczos(lambda v: v, 3, k=4)
     with pytest.raises(ValueError, match="max_iter"):
         lanczos(lambda v: v, 10, k=4, max_iter=2)
+
+
+def test_hint_along_the_top_eigenvector_finds_it_at_once_and_a_useless_hint_still_finds_it() -> None:
+    """A closely spaced top pair: the hint that carries the top eigenvector converges in a few matvecs; a hint
+    orthogonal to it cannot hide it, because the random half of the start vector still excites it."""
+    values = torch.cat([torch.tensor([1.0, 0.999]), torch.linspace(0.0, 0.99, 298, dtype=torch.float64)])
+    matvec = lambda v: values * v  # noqa: E731
+    along = torch.zeros(300, dtype=torch.float64)
+    along[0] = 1.0
+    orthogonal = torch.zeros(300, dtype=torch.float64)
+    orthogonal[1] = 1.0
+    helped = lanczos(matvec, 300, hint=along, tol=1e-8)
+    plain = lanczos(matvec, 300, tol=1e-8)
+    useless = lanczos(matvec, 300, hint=orthogonal, tol=1e-8)
+    for result in (helped, plain, useless):
+        assert float(result.eigenvalues[0]) == pytest.approx(1.0, rel=1e-10)
+    assert helped.matvecs < plain.matvecs

@@ -1,0 +1,72 @@
+"""A tiny spikes study on a real local Ray through the CLI: both parts write their rows, a rerun runs nothing, and
+the report relates the spikes to the probes per kind of network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from analysis import load
+from analysis.report import build_sections
+from orchestrator.cli import main
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def study(ray_local, tiny_study, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("spikes")
+    lm = tiny_study(
+        "ignored",
+        root,
+        grid={"tokens": [4096], "seed": [0]},  # 16 steps of 8 × 32 tokens
+        train={"batch_size": 8, "warmup_steps": 2, "eval_interval": 16, "adam_stats": {"every": 1}},
+        probes={"curvature": {"every": 4, "batch": 4}},
+    )
+    del lm["name"], lm["results"]
+    spec = {
+        "kind": "spikes",
+        "name": "spikes-test",
+        "results": str(root / "results"),
+        "function": {"steps": 400, "lr": [0.01], "seed": [0, 1], "probes": {"every": 10}},
+        "lm": lm,
+    }
+    path = root / "spikes.yaml"
+    path.write_text(yaml.safe_dump(spec), encoding="utf-8")
+    assert main(["run", str(path)]) == 0
+    return path, root / "results"
+
+
+def test_both_parts_write_trials_steps_and_probes(study) -> None:
+    _, results = study
+    trials = pd.read_parquet(results / "trials").set_index("trial_id")
+    assert sorted(trials["architecture"]) == ["llama", "mlp-tanh", "mlp-tanh"]
+    assert set(trials["status"]) == {"ok"} and set(trials["study"]) == {"spikes-test"}
+    steps = pd.read_parquet(results / "steps")
+    probes = pd.read_parquet(results / "probes")
+    for trial_id, row in trials.iterrows():
+        assert list(steps.loc[steps.trial_id == trial_id, "step"].sort_values()) == list(range(1, row.steps + 1))
+        every = 4 if row.architecture == "llama" else 10
+        probed = probes.loc[probes.trial_id == trial_id, "step"].sort_values()
+        assert list(probed) == list(range(every, row.steps + 1, every))
+    assert steps["adam_critical_share"].notna().all()
+
+
+def test_a_rerun_runs_nothing(study, capsys: pytest.CaptureFixture[str]) -> None:
+    path, results = study
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in (results / "trials").iterdir())
+    assert main(["run", str(path)]) == 0
+    assert "3 trials: 3 already finished, 0 ran" in capsys.readouterr().out
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in (results / "trials").iterdir()) == before
+
+
+def test_the_report_gives_spike_shares_per_kind_of_network(study) -> None:
+    _, results = study
+    sections = {s.title: s for s in build_sections(load(str(results)), n_bootstrap=20)}
+    spikes = sections["Loss spikes and Adam's stability edges"]
+    kinds = [line.split(":")[0] for line in spikes.text if "spikes detected" in line]
+    assert kinds == ["llama", "mlp-tanh"]
+    assert spikes.figures

@@ -1,0 +1,52 @@
+"""The spikes study spec: two parts, one name, trial ids that follow the semantic config."""
+
+from __future__ import annotations
+
+import pytest
+
+from sweeps.spec import SpecError, builtin_spec_path, load_spec, parse_spec
+from sweeps.spikes import function_runs
+
+FUNCTION = {"steps": 100, "lr": [0.01, 0.003], "seed": [0, 1]}
+LM = {
+    "data": {"corpus": "synthetic"},
+    "model": {"sizes": ["1x32"], "head_dim": 16, "seq_len": 32},
+    "grid": {"tokens": [4096]},
+    "train": {"batch_size": 8},
+}
+
+
+def test_the_shipped_study_has_both_parts_and_the_lm_part_writes_into_the_study() -> None:
+    spec = load_spec(builtin_spec_path("adam-spikes"))
+    assert spec.kind == "spikes" and len(function_runs(spec)) == 4
+    lm = spec.model_copy(update={"results": "/elsewhere"}).lm_study()
+    assert (lm.name, lm.results, lm.results_path) == ("adam-spikes", "/elsewhere", "/elsewhere")
+    assert lm.probes.curvature.every == 10 and lm.train.adam_stats.every == 1
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"kind": "spikes", "name": "s"}, "give a function part, an lm part, or both"),
+        ({"kind": "spikes", "name": "s", "lm": {**LM, "name": "x"}}, "lm.name: the lm part takes its name"),
+        ({"kind": "spikes", "name": "s", "function": {**FUNCTION, "lr": []}}, "function.lr"),
+        ({"kind": "spikes", "name": "s", "function": {**FUNCTION, "lrs": [1]}}, "function.lrs: unknown key"),
+        ({"kind": "spikes", "name": "s", "lm": {**LM, "grid": {"tokens": [1]}}}, "lm: grid.tokens value 1"),
+    ],
+)
+def test_bad_spikes_specs_fail_in_one_line(raw: dict, message: str) -> None:
+    with pytest.raises(SpecError) as err:
+        parse_spec(raw, "s.yaml")
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_trial_ids_follow_the_semantic_config_only() -> None:
+    base = parse_spec({"kind": "spikes", "name": "a", "function": FUNCTION})
+    ids = [run.trial_id for run in function_runs(base)]
+    assert len(set(ids)) == 4 and all(i.startswith("fc-") for i in ids)
+    renamed = parse_spec(
+        {"kind": "spikes", "name": "b", "results": "/x", "function": {**FUNCTION, "adam_stats": {"every": 7}}}
+    )
+    assert [run.trial_id for run in function_runs(renamed)] == ids  # name, paths and read-only statistics
+    longer = parse_spec({"kind": "spikes", "name": "a", "function": {**FUNCTION, "steps": 101}})
+    assert not set(run.trial_id for run in function_runs(longer)) & set(ids)
