@@ -87,6 +87,13 @@ class ProbeQueue:
     def submit(self, results_uri: str, directory: str) -> None:
         self._pending.append((directory, probe_task.remote(results_uri, directory)))
 
+    def unfinished(self) -> int:
+        """Submitted probes still running or waiting for a CPU."""
+        if not self._pending:
+            return 0
+        _, waiting = ray.wait([ref for _, ref in self._pending], num_returns=len(self._pending), timeout=0)
+        return len(waiting)
+
     def drain(self) -> ProbeSummary:
         """Wait for every submitted probe; a failed probe is reported, not raised (its checkpoint stays)."""
         pending, self._pending = self._pending, []

@@ -193,6 +193,9 @@ def run_study(
     finally:
         progress.close()
     if queue is not None:  # the trials handed their probes off; the study is done when the probes are
+        unfinished = ray.get(queue.unfinished.remote())
+        if unfinished:
+            say(f"training done; waiting for {unfinished} curvature probe(s) still running or queued")
         say(ray.get(queue.drain.remote()).line())
         ray.kill(queue)
     after = results.trial_statuses()

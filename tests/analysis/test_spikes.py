@@ -49,6 +49,16 @@ def test_planted_spikes_are_found_at_their_exact_steps() -> None:
     assert 530 in [s.onset for s in detect_spikes(step, loss, rule=SpikeRule(margin=0.25))]
 
 
+def test_a_loss_at_exactly_zero_makes_any_rise_an_infinite_spike() -> None:
+    """A memorized batch can round the loss to 0.0: the baseline is then 0 and the rise has no finite ratio."""
+    step = np.arange(1, 101)
+    loss = np.zeros(100)
+    loss[70:75] = 1e-7
+    (spike,) = detect_spikes(step, loss, rule=SpikeRule(window=50, margin=0.5, min_length=3))
+    assert (spike.onset, spike.end, spike.baseline) == (71, 75, 0.0)
+    assert spike.peak_ratio == float("inf")
+
+
 def test_a_noisy_decaying_loss_has_no_spikes() -> None:
     """10,000 steps of a decaying loss with 10% log-normal noise: a 50% rise is a 4σ event, three in a row never."""
     rng = np.random.default_rng(1)
