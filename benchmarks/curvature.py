@@ -16,7 +16,9 @@ thread, as a laptop trial runs.
     a probe), 3 start vectors each, against a reference λ_max from Lanczos at tol 1e-8:
     - ours: ``models.probes.lanczos.lanczos`` with tol 1e-3 (its residual test bounds the eigenvalue error by
       1e-3·|θ|); the Ritz value after every step is recovered from the recorded Krylov basis (T_j = Q_jᵀAQ_j, exact
-      under full reorthogonalization), giving the first step within 1e-3 as well as where it stops;
+      under full reorthogonalization), giving the first step within 1e-3 as well as where it stops. Once from the
+      same random start as the power iteration, and once as the curvature probe runs it: the random start plus the
+      gradient direction (g for H, D^½g for S; ``models/probes/lanczos.py``, start vector);
     - PyHessian's power iteration (``hessian.eigenvalues(maxIter=100, tol=1e-3)``: it stops when the estimate vᵀHv
       changes by < 1e-3 relative between iterations — a heuristic, not an accuracy guarantee — and reports the
       previous estimate). Its algorithm is re-implemented here line for line (random start per parameter from the
@@ -111,8 +113,9 @@ def time_hvp_against_gradient(model: torch.nn.Module, batch: Tensor, rounds: int
         )
 
 
-def lanczos_trace(matvec: Matvec, n: int, seed: int) -> tuple[int, np.ndarray]:
-    """HVPs our Lanczos takes at tol 1e-3, and its top Ritz value after each step (from the recorded basis)."""
+def lanczos_trace(matvec: Matvec, n: int, seed: int, hint: Tensor | None = None) -> tuple[int, np.ndarray]:
+    """HVPs our Lanczos takes at tol 1e-3 (from ``hint`` plus a random start when given), and its top Ritz value
+    after each step (from the recorded basis)."""
     basis, images = [], []
 
     def recording(q: Tensor) -> Tensor:
@@ -120,7 +123,7 @@ def lanczos_trace(matvec: Matvec, n: int, seed: int) -> tuple[int, np.ndarray]:
         images.append(matvec(q))
         return images[-1]
 
-    result = lanczos(recording, n, tol=TARGET, seed=seed, dtype=torch.float32)
+    result = lanczos(recording, n, tol=TARGET, seed=seed, dtype=torch.float32, hint=hint)
     q, aq = torch.stack(basis, 1).double(), torch.stack(images, 1).double()
     gram = q.T @ aq
     gram = (gram + gram.T) / 2
@@ -195,23 +198,26 @@ def compare_solvers(model: torch.nn.Module, optimizer: torch.optim.AdamW, batch:
     def hessian(v: Tensor) -> Tensor:
         return flatten(operator.hvp(unflatten(v, params)))
 
-    operators = {
-        "H": hessian,
-        "S = D^½HD^½": precondition(hessian, flatten(adam_preconditioner(optimizer, params).diagonal)),
-    }
+    d = flatten(adam_preconditioner(optimizer, params).diagonal)
+    g = flatten(operator.gradient)
+    # operator, and the start hint the curvature probe gives Lanczos on it (models/probes/curvature.py)
+    operators = {"H": (hessian, g), "S = D^½HD^½": (precondition(hessian, d), d.sqrt() * g)}
     n = sum(p.numel() for p in params)
     print(f"(b) HVPs to reach λ_max within {TARGET:g} relative, {len(SEEDS)} start vectors per operator")
-    for name, matvec in operators.items():
+    for name, (matvec, hint) in operators.items():
         reference = lanczos(matvec, n, tol=1e-8, max_iter=300, seed=99, dtype=torch.float32)
         lam = float(reference.eigenvalues[0])
         print(f"  {name}: reference λ_max = {lam:.6g} ({reference.matvecs} HVPs, converged={reference.converged})")
         print(
             f"    {'seed':>4} | {'Lanczos: first ≤1e-3':>20} {'stops at':>8} {'rel err':>9} | "
-            f"{'power: first ≤1e-3':>18} {'PyHessian stops at':>18} {'rel err':>9}"
+            f"{'power: first ≤1e-3':>18} {'PyHessian stops at':>18} {'rel err':>9} | "
+            f"{'probe: first ≤1e-3':>16} {'stops at':>8} {'rel err':>9}"
         )
-        lanczos_stops, power_stops, lanczos_first, power_first, traces = [], [], [], [], []
+        lanczos_stops, power_stops, lanczos_first, power_first, hinted_first, traces = [], [], [], [], [], []
         for seed in SEEDS:
             stop, ritz = lanczos_trace(matvec, n, seed)
+            hinted_stop, hinted_ritz = lanczos_trace(matvec, n, seed, hint)
+            hinted_first.append(_first_within(hinted_ritz, lam))
             estimates = power_trace(matvec, _pyhessian_start(params, seed))
             traces.append(estimates)
             power_stop, reported = pyhessian_stop(estimates)
@@ -221,7 +227,8 @@ def compare_solvers(model: torch.nn.Module, optimizer: torch.optim.AdamW, batch:
             power_first.append(_first_within(estimates, lam))
             print(
                 f"    {seed:>4} | {_n(lanczos_first[-1]):>20} {stop:>8} {_error(ritz[-1], lam):>9.1e} | "
-                f"{_n(power_first[-1]):>18} {power_stop:>18} {_error(reported, lam):>9.1e}"
+                f"{_n(power_first[-1]):>18} {power_stop:>18} {_error(reported, lam):>9.1e} | "
+                f"{_n(hinted_first[-1]):>16} {hinted_stop:>8} {_error(hinted_ritz[-1], lam):>9.1e}"
             )
         ratio = statistics.median(lanczos_stops) / statistics.median(power_stops)
         print(
@@ -237,6 +244,11 @@ def compare_solvers(model: torch.nn.Module, optimizer: torch.optim.AdamW, batch:
         print(
             f"    median HVPs until within 1e-3: Lanczos {statistics.median(lanczos_first):g}, power {shown}; "
             f"ratio {bound}{ratio:.2f} (target <= 0.5)"
+        )
+        hinted = statistics.median(MAX_ITER + 1 if count is None else count for count in hinted_first)
+        print(
+            f"    as the probe runs it (start: random + gradient direction): median HVPs until within 1e-3 "
+            f"{hinted:g}, ratio to power {bound}{hinted / power_median:.2f}"
         )
         if name == "H":
             package = pyhessian_count(model, batch, SEEDS[0])
