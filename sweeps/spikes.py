@@ -25,7 +25,7 @@ import json
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_serializer, model_validator
 
 from sweeps.spec import (
     AdamStatsSpec,
@@ -99,6 +99,13 @@ class SpikesSpec(Strict):
                     raise ValueError(f"lm.{key}: the lm part takes its {key} from the study; remove it")
             raw = {**raw, "lm": {**raw["lm"], "name": raw.get("name", "lm")}}
         return raw
+
+    @field_serializer("lm")
+    def _lm_without_identity(self, lm: StudySpec | None) -> dict[str, Any] | None:
+        # Dumped as written: the lm part's name and results are the study's (a saved spec.yaml must load again).
+        if lm is None:
+            return None
+        return lm.model_dump(mode="json", exclude_none=True, exclude={"name", "kind", "results"})
 
     @model_validator(mode="after")
     def _something_to_run(self) -> SpikesSpec:

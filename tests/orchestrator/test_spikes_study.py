@@ -55,10 +55,11 @@ def test_both_parts_write_trials_steps_and_probes(study) -> None:
     assert steps["adam_critical_share"].notna().all()
 
 
-def test_a_rerun_runs_nothing(study, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("command", ["run", "resume"])
+def test_a_rerun_runs_nothing(study, command: str, capsys: pytest.CaptureFixture[str]) -> None:
     path, results = study
     before = sorted((p.name, p.stat().st_mtime_ns) for p in (results / "trials").iterdir())
-    assert main(["run", str(path)]) == 0
+    assert main([command, str(path if command == "run" else results)]) == 0
     assert "3 trials: 3 already finished, 0 ran" in capsys.readouterr().out
     assert sorted((p.name, p.stat().st_mtime_ns) for p in (results / "trials").iterdir()) == before
 

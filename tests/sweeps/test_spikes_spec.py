@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
-from sweeps.spec import SpecError, builtin_spec_path, load_spec, parse_spec
+from sweeps.spec import SpecError, builtin_spec_path, dump_spec, load_spec, parse_spec
 from sweeps.spikes import function_runs
 
 FUNCTION = {"steps": 100, "lr": [0.01, 0.003], "seed": [0, 1]}
@@ -50,3 +51,10 @@ def test_trial_ids_follow_the_semantic_config_only() -> None:
     assert [run.trial_id for run in function_runs(renamed)] == ids  # name, paths and read-only statistics
     longer = parse_spec({"kind": "spikes", "name": "a", "function": {**FUNCTION, "steps": 101}})
     assert not set(run.trial_id for run in function_runs(longer)) & set(ids)
+
+
+def test_a_dumped_spec_loads_again_as_the_same_study() -> None:
+    """What ``spec.yaml`` holds after a run is what ``scalesweep resume`` reads back."""
+    spec = load_spec(builtin_spec_path("adam-spikes")).model_copy(update={"results": "/r"})
+    again = parse_spec(yaml.safe_load(dump_spec(spec)), "spec.yaml")
+    assert again == spec and again.lm_study() == spec.lm_study()
