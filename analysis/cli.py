@@ -41,7 +41,7 @@ def fit_main(results: str, *, by: list[str] | None, form: str, out: str | None, 
     unknown = [c for c in by or () if c not in points.columns]
     if unknown:
         raise AnalysisInputError(f"--by {','.join(unknown)}: not a trials column; try init_rate,weight_decay")
-    comparison = compare_groups(points, by=by or (), form=form)
+    comparison = compare_groups(points, by=by or (), form=form, warn=False)
     table = comparison.table()
     print(_format_table(table, form, comparison))
     for label, reason in comparison.unfitted.items():

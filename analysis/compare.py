@@ -102,12 +102,14 @@ def compare_groups(
     *,
     by: Sequence[str] = GROUP_COLUMNS,
     form: str = "joint",
+    warn: bool = True,
     **options: object,
 ) -> GroupComparison:
     """One fit of ``form`` per group of ``by`` (missing values, e.g. a null init_rate, form their own group).
 
     Each group's bootstrap uses its own seed (``seed`` + group index) so that groups are independent
-    resamples. A group with too few points or too little variation is reported in ``unfitted`` with a warning.
+    resamples. A group with too few points or too little variation is reported in ``unfitted``, and with a
+    warning unless ``warn`` is false (for callers that print ``unfitted`` themselves).
     """
     by = tuple(c for c in by if c in points.columns)
     seed = int(options.pop("seed", 0))
@@ -121,7 +123,8 @@ def compare_groups(
         except ValueError as exc:
             if isinstance(exc, AnalysisInputError):
                 raise
-            warnings.warn(f"group {label}: not fitted ({exc})", stacklevel=2)
+            if warn:
+                warnings.warn(f"group {label}: not fitted ({exc})", stacklevel=2)
             unfitted[label] = str(exc)
             continue
         groups.append(GroupFit(keys, label, fit))

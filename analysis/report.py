@@ -43,7 +43,7 @@ def build_sections(results: Results, *, n_bootstrap: int = 1000) -> list[Section
     sections = [Section("Summary", text=summarize(results).lines())]
     points = scaling_points(results.trials)
     if len(points):
-        comparison = compare_groups(points, by=GROUP_COLUMNS, form="joint", n_bootstrap=n_bootstrap)
+        comparison = compare_groups(points, by=GROUP_COLUMNS, form="joint", n_bootstrap=n_bootstrap, warn=False)
         sections.extend(_group_section(group, index, n_bootstrap) for index, group in enumerate(comparison.groups))
         if comparison.unfitted:
             sections[0].text.extend(f"not fitted: {label}: {why}" for label, why in comparison.unfitted.items())
