@@ -71,3 +71,11 @@ def test_the_report_gives_spike_shares_per_kind_of_network(study) -> None:
     kinds = [line.split(":")[0] for line in spikes.text if "spikes detected" in line]
     assert kinds == ["llama", "mlp-tanh"]
     assert spikes.figures
+
+
+def test_plan_lists_both_parts_and_what_is_finished(study, capsys: pytest.CaptureFixture[str]) -> None:
+    path, _ = study
+    assert main(["plan", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "function part: 2 runs (lr 0.01 × seed 0, 1), 400 full-batch steps each" in out
+    assert "2 finished, 0 to run" in out and "1 trials (1 finished, 0 to run)" in out

@@ -42,14 +42,20 @@ def paths(node: Any, prefix: tuple = ()) -> list[tuple]:
     return out
 
 
-ALL_PATHS = paths(VALID)
+# A spikes study: both parts, the lm part being the body of VALID.
+VALID_SPIKES: dict[str, Any] = {
+    "kind": "spikes",
+    "name": "s",
+    "function": {"steps": 10, "lr": [0.01], "seed": [0], "probes": {"every": 5}},
+    "lm": {k: v for k, v in VALID.items() if k != "name"},
+}
 
 
 @st.composite
-def mutated_specs(draw: st.DrawFn) -> Any:
-    spec = copy.deepcopy(VALID)
+def mutated_specs(draw: st.DrawFn, base: dict[str, Any] = VALID) -> Any:
+    spec = copy.deepcopy(base)
     for _ in range(draw(st.integers(1, 3))):
-        path = draw(st.sampled_from(ALL_PATHS))
+        path = draw(st.sampled_from(paths(base)))
         parent = spec
         try:
             for part in path[:-1]:
@@ -69,6 +75,16 @@ def mutated_specs(draw: st.DrawFn) -> Any:
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated_specs())
 def test_loader_accepts_or_names_the_field_in_one_line(spec: Any) -> None:
+    try:
+        parse_spec(spec, "spec.yaml")
+    except SpecError as err:
+        message = str(err)
+        assert "\n" not in message and message.startswith("spec.yaml: ")
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated_specs(VALID_SPIKES))
+def test_spikes_loader_accepts_or_names_the_field_in_one_line(spec: Any) -> None:
     try:
         parse_spec(spec, "spec.yaml")
     except SpecError as err:
