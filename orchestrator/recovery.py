@@ -18,9 +18,9 @@ from typing import Any, TextIO
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from orchestrator.progress import TaskProgress
 from orchestrator.results import ResultsDir
 from orchestrator.study import StudyResult, open_results, start_ray
+from orchestrator.tasks import cpu_slots, run_bounded
 from sweeps.recovery import RecoveryBatch, RecoverySpec, recovery_batches
 from sweeps.spec import dump_spec
 from sweeps.tables import RECOVERY
@@ -86,32 +86,19 @@ def run_recovery_study(
     start_ray(address)
     res = spec.resources
     remote = ray.remote(run_batch_task).options(num_cpus=res.cpus_per_task, max_retries=res.retries)
-    # Without a limit, keep only as many batches in flight as the cluster can run, so "running" means running.
-    slots = max(1, int(ray.cluster_resources().get("CPU", 1) // res.cpus_per_task))
-    limit = max_concurrent or res.max_concurrent or slots
-    progress = TaskProgress(spec.name, pending, stream, unit="tasks")
-    queue = list(todo)
-    running: dict[Any, int] = {}
-    ok = failed = 0
-
-    def submit() -> None:
-        while queue and len(running) < limit:
-            batch = queue.pop(0)
-            ref = remote.remote(batch.to_dict(), results.uri, max(1, int(res.cpus_per_task)), res.vmap_seeds)
-            running[ref] = len(batch.seeds)
-
-    submit()
-    while running:
-        ready, _ = ray.wait(list(running), num_returns=1)
-        seeds = running.pop(ready[0])
-        try:
-            ok += ray.get(ready[0])
-        except ray.exceptions.RayError as err:
-            failed += seeds
-            print(f"[{spec.name}] a batch of {seeds} tasks failed: {str(err).strip().splitlines()[-1]}", file=stream)
-        submit()
-        progress.draw(ok + failed, failed, len(running))
-    progress.close()
+    threads = max(1, int(res.cpus_per_task))
+    outcomes = run_bounded(
+        spec.name,
+        todo,
+        lambda batch: remote.remote(batch.to_dict(), results.uri, threads, res.vmap_seeds),
+        limit=max_concurrent or res.max_concurrent or cpu_slots(res.cpus_per_task),
+        unit="tasks",
+        stream=stream,
+        size=lambda batch: len(batch.seeds),
+        describe=lambda batch: f"a batch of {len(batch.seeds)} tasks",
+    )
+    ok = sum(rows for _, rows in outcomes if isinstance(rows, int))
+    failed = sum(len(batch.seeds) for batch, rows in outcomes if not isinstance(rows, int))
     return StudyResult(results.uri, total, total - pending, pending, ok, 0, failed, time.monotonic() - started)
 
 

@@ -13,9 +13,9 @@ import sys
 import time
 from typing import Any, TextIO
 
-from orchestrator.progress import TaskProgress
 from orchestrator.results import ResultsDir
 from orchestrator.study import StudyResult, open_results, run_study, start_ray
+from orchestrator.tasks import cpu_slots, run_bounded
 from sweeps.spec import dump_spec
 from sweeps.spikes import FunctionRun, SpikesSpec, function_runs
 from sweeps.tables import PROBES, STEPS, TRIALS
@@ -120,29 +120,14 @@ def _run_function_part(
     start_ray(address)
     res = spec.resources
     remote = ray.remote(function_run_task).options(num_cpus=res.cpus_per_task, max_retries=res.retries)
-    slots = max(1, int(ray.cluster_resources().get("CPU", 1) // res.cpus_per_task))
-    limit = max_concurrent or slots
     threads = max(1, int(res.cpus_per_task))
-    progress = TaskProgress(spec.name, len(todo), stream, unit="function runs")
-    queue = list(todo)
-    running: dict[Any, FunctionRun] = {}
-    statuses: list[str] = []
-
-    def submit() -> None:
-        while queue and len(running) < limit:
-            run = queue.pop(0)
-            running[remote.remote(run.to_dict(), results.uri, threads)] = run
-
-    submit()
-    while running:
-        ready, _ = ray.wait(list(running), num_returns=1)
-        run = running.pop(ready[0])
-        try:
-            statuses.append(ray.get(ready[0]))
-        except ray.exceptions.RayError as err:
-            statuses.append("failed")
-            print(f"[{spec.name}] run {run.trial_id} failed: {str(err).strip().splitlines()[-1]}", file=stream)
-        submit()
-        progress.draw(len(statuses), statuses.count("failed"), len(running))
-    progress.close()
-    return statuses
+    outcomes = run_bounded(
+        spec.name,
+        todo,
+        lambda run: remote.remote(run.to_dict(), results.uri, threads),
+        limit=max_concurrent or cpu_slots(res.cpus_per_task),
+        unit="function runs",
+        stream=stream,
+        describe=lambda run: f"run {run.trial_id}",
+    )
+    return [status if isinstance(status, str) else "failed" for _, status in outcomes]
