@@ -62,7 +62,7 @@ def fc_network(inputs: int, network: FCNetwork, seed: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def train_function_run(run: FunctionRun, *, progress: Callable[[int], None] | None = None) -> FunctionRunRows:
+def train_function_run(run: FunctionRun) -> FunctionRunRows:
     """Train ``run`` and return its rows (see the module docstring); a non-finite loss ends it as ``diverged``."""
     part = run.part
     x, y, x_test, y_test = sine_task(part.task)
@@ -103,12 +103,9 @@ def train_function_run(run: FunctionRun, *, progress: Callable[[int], None] | No
         if step % part.probes.every == 0:
             probe = curvature_probe(training_loss, params, optimizer, top_k=part.probes.top_k, seed=run.seed)
             probes.append({"trial_id": run.trial_id, "step": step, **probe.columns()})
-        if progress is not None:
-            progress(step)
     with torch.no_grad():
         test_loss = float((model(x_test).squeeze(-1) - y_test).pow(2).mean()) if status == "ok" else None
     n_params = sum(p.numel() for p in params)
-    losses = [r["train_loss"] for r in steps]
     trial = {
         "trial_id": run.trial_id,
         "status": status,
@@ -126,7 +123,7 @@ def train_function_run(run: FunctionRun, *, progress: Callable[[int], None] | No
         "batch_size": part.task.samples,
         "warmup_steps": 0,
         "final_eval_loss": test_loss,
-        "final_train_loss": losses[-1],
+        "final_train_loss": steps[-1]["train_loss"],
         "min_eval_loss": test_loss,
         "corpus": f"sine(d={part.task.inputs},n={part.task.samples},seed={part.task.seed})",
         "wall_s": time.perf_counter() - started,
