@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from orchestrator.results import ResultsDir
 from orchestrator.study import StudyResult, open_results, start_ray
-from orchestrator.tasks import cpu_slots, run_bounded
+from orchestrator.tasks import run_bounded
 from sweeps.recovery import RecoveryBatch, RecoverySpec, recovery_batches
 from sweeps.spec import dump_spec
 from sweeps.tables import RECOVERY
@@ -48,7 +48,7 @@ def pending_batches(spec: RecoverySpec, finished: set[str]) -> list[RecoveryBatc
     return out
 
 
-def run_batch_task(batch: dict[str, Any], results: str, threads: int, vectorize: bool) -> int:
+def run_batch_task(batch: dict[str, Any], results: str, vectorize: bool, *, threads: int) -> int:
     """Body of the Ray task: train one batch, write one row file per task id; returns the rows written."""
     import torch
 
@@ -81,17 +81,16 @@ def run_recovery_study(
         return StudyResult(results.uri, total, total, 0, 0, 0, 0, time.monotonic() - started)
     print(f"[{spec.name}] running {pending} of {total} tasks in {len(todo)} batches", file=stream, flush=True)
 
-    import ray
-
     start_ray(address)
     res = spec.resources
-    remote = ray.remote(run_batch_task).options(num_cpus=res.cpus_per_task, max_retries=res.retries)
-    threads = max(1, int(res.cpus_per_task))
     outcomes = run_bounded(
         spec.name,
         todo,
-        lambda batch: remote.remote(batch.to_dict(), results.uri, threads, res.vmap_seeds),
-        limit=max_concurrent or res.max_concurrent or cpu_slots(res.cpus_per_task),
+        run_batch_task,
+        lambda batch: (batch.to_dict(), results.uri, res.vmap_seeds),
+        cpus=res.cpus_per_task,
+        retries=res.retries,
+        limit=max_concurrent or res.max_concurrent,
         unit="tasks",
         stream=stream,
         size=lambda batch: len(batch.seeds),

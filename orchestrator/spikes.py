@@ -15,13 +15,13 @@ from typing import Any, TextIO
 
 from orchestrator.results import ResultsDir
 from orchestrator.study import StudyResult, open_results, run_study, start_ray
-from orchestrator.tasks import cpu_slots, run_bounded
+from orchestrator.tasks import run_bounded
 from sweeps.spec import dump_spec
 from sweeps.spikes import FunctionRun, SpikesSpec, function_runs
 from sweeps.tables import PROBES, STEPS, TRIALS
 
 
-def function_run_task(run: dict[str, Any], results: str, threads: int) -> str:
+def function_run_task(run: dict[str, Any], results: str, *, threads: int) -> str:
     """Body of the Ray task: train one function run and write its rows; returns its status."""
     import torch
 
@@ -114,18 +114,16 @@ def _run_function_part(
     stream: TextIO,
 ) -> list[str]:
     """Run ``todo`` as Ray tasks, at most as many at once as the cluster has slots; the statuses of those that ran."""
-    import ray
-
     print(f"[{spec.name}] function part: running {len(todo)} runs", file=stream, flush=True)
     start_ray(address)
-    res = spec.resources
-    remote = ray.remote(function_run_task).options(num_cpus=res.cpus_per_task, max_retries=res.retries)
-    threads = max(1, int(res.cpus_per_task))
     outcomes = run_bounded(
         spec.name,
         todo,
-        lambda run: remote.remote(run.to_dict(), results.uri, threads),
-        limit=max_concurrent or cpu_slots(res.cpus_per_task),
+        function_run_task,
+        lambda run: (run.to_dict(), results.uri),
+        cpus=spec.resources.cpus_per_task,
+        retries=spec.resources.retries,
+        limit=max_concurrent,
         unit="function runs",
         stream=stream,
         describe=lambda run: f"run {run.trial_id}",

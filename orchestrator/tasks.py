@@ -1,9 +1,9 @@
 """Plain Ray tasks with a bound on how many are in flight, and one progress line: the engine of the studies that
 are not Tune grids (recovery studies, the function part of a spikes study).
 
-Without a bound every task would be submitted at once and "running" would mean "queued"; `cpu_slots` is the
-default bound, the tasks the cluster can run side by side. A task that fails (after Ray's own retries) is reported
-on one line and recorded as its exception; the others go on.
+Without a bound every task would be submitted at once and "running" would mean "queued"; the default bound is the
+number of tasks the cluster can run side by side. A task that fails (after Ray's own retries) is reported on one line
+and recorded as its exception; the others go on.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from orchestrator.progress import TaskProgress
 Item = TypeVar("Item")
 
 
-def cpu_slots(cpus_per_task: float) -> int:
+def _cpu_slots(cpus_per_task: float) -> int:
     """How many tasks of ``cpus_per_task`` CPUs the cluster can run at once (at least one)."""
     return max(1, int(ray.cluster_resources().get("CPU", 1) // cpus_per_task))
 
@@ -26,20 +26,28 @@ def cpu_slots(cpus_per_task: float) -> int:
 def run_bounded(
     study: str,
     items: Sequence[Item],
-    launch: Callable[[Item], ray.ObjectRef],
+    function: Callable[..., Any],
+    arguments: Callable[[Item], tuple[Any, ...]],
     *,
-    limit: int,
+    cpus: float,
+    retries: int,
+    limit: int | None,
     unit: str,
     stream: TextIO,
     size: Callable[[Item], int] = lambda _: 1,
     describe: Callable[[Item], str] = lambda _: "a task",
 ) -> list[tuple[Item, Any]]:
-    """Run ``launch(item)`` for every item, at most ``limit`` in flight, in order of submission.
+    """Run ``function(*arguments(item), threads=T)`` as a Ray task for every item, at most ``limit`` in flight
+    (default: as many as the cluster has slots for), in order of submission.
 
-    Returns (item, result) in order of completion, the result being the task's return value or the
+    Each task takes ``cpus`` CPUs, is retried ``retries`` times by Ray, and is told to use T = ⌊cpus⌋ (at least 1)
+    torch threads. Returns (item, result) in order of completion, the result being the task's return value or the
     ``ray.exceptions.RayError`` it failed with. ``size`` counts an item in ``unit``s for the progress line (a batch
     of seeds counts as its seeds); ``describe`` names a failed item in its one-line report.
     """
+    remote = ray.remote(function).options(num_cpus=cpus, max_retries=retries)
+    threads = max(1, int(cpus))
+    limit = limit or _cpu_slots(cpus)
     progress = TaskProgress(study, sum(size(item) for item in items), stream, unit=unit)
     queue = list(items)
     running: dict[ray.ObjectRef, Item] = {}
@@ -49,7 +57,7 @@ def run_bounded(
     def submit() -> None:
         while queue and len(running) < limit:
             item = queue.pop(0)
-            running[launch(item)] = item
+            running[remote.remote(*arguments(item), threads=threads)] = item
 
     submit()
     while running:
