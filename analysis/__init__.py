@@ -20,6 +20,7 @@ from analysis.extrapolation import ExtrapolationCheck, extrapolation_check
 from analysis.fits import ChinchillaFit, Estimate, FitOptions, PowerLawFit, fit_chinchilla, fit_power_law
 from analysis.points import scaling_points
 from analysis.results import Results, SkippedFile, Summary, load, summarize
+from analysis.selection import Selection, select_form
 from analysis.spikes import SPIKE_COLUMNS, SpikeRule, SpikeShares, analyze_spikes, detect_spikes, spike_shares
 from analysis.thresholds import Threshold, recovery_thresholds, thresholds_table
 
@@ -36,6 +37,7 @@ __all__ = [
     "GroupFit",
     "PowerLawFit",
     "Results",
+    "Selection",
     "SkippedFile",
     "SpikeRule",
     "SpikeShares",
@@ -53,6 +55,7 @@ __all__ = [
     "load",
     "recovery_thresholds",
     "scaling_points",
+    "select_form",
     "spike_shares",
     "summarize",
     "thresholds_table",

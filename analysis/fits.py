@@ -8,6 +8,12 @@ every resample is refitted from the full-data optimum, and every parameter and d
 percentile interval from the same resamples. Fits take arrays and keyword-only options and return frozen
 dataclasses, as scikit-learn estimators and Marin's ``ScalingFit`` do; turning a results table into arrays is
 ``analysis.points``'s job.
+
+Beyond Epoch's procedure: exponents are bounded to [0, 2] and E to [1e-4·L_min, L_min] (``analysis.law``), so a
+fit that wants a negative exponent or E → 0 stops at the bound and says so; E can be given (``e_given``) and the
+two exponents shared (``shared_exponent``), forms with fewer free parameters for data that cannot determine all
+five; points can be weighted (``weights``, e.g. by their eval-loss standard errors); and every estimate carries
+its identifiability verdict (``analysis.identify``).
 """
 
 from __future__ import annotations
@@ -19,8 +25,10 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
-from analysis.law import HUBER_DELTA, LogSpaceLaw
-from analysis.optimize import lbfgs_batched, multistart
+from analysis.errors import AnalysisInputError
+from analysis.identify import FINDINGS, Verdict, judge
+from analysis.law import HUBER_DELTA, LawForm
+from analysis.optimize import Bounds, lbfgs_batched, multistart
 
 _ThetaFunction = Callable[[np.ndarray], np.ndarray]
 """Log-space parameter rows (S, p) → one value per row (S,)."""
@@ -28,12 +36,21 @@ _ThetaFunction = Callable[[np.ndarray], np.ndarray]
 
 @dataclass(frozen=True)
 class Estimate:
-    """A point estimate with its bootstrap standard error and percentile interval."""
+    """A point estimate with its bootstrap standard error, percentile interval and identifiability status."""
 
     value: float
     se: float
     low: float
     high: float
+    status: str = "identified"
+    """identified, at bound, not identified, given or by form (``analysis.identify``)."""
+    reason: str = ""
+    """Why it is not a finding, and what data would fix it (empty when it is one)."""
+
+    @property
+    def is_finding(self) -> bool:
+        """Whether the data determine this value (identified) or it was given."""
+        return self.status in FINDINGS
 
 
 @dataclass(frozen=True)
@@ -54,7 +71,8 @@ class FitOptions:
 @dataclass(frozen=True)
 class _LawFit:
     theta: np.ndarray
-    """Fitted log-space parameters ``[a_1..a_k, e, α_1..α_k]`` (see ``analysis.law``)."""
+    """Fitted log-space parameters ``[a_1..a_k, e, α_1..α_k]`` (see ``analysis.law``; given or shared ones
+    included)."""
     objective: float
     """Summed Huber loss of log residuals at the optimum."""
     points: pd.DataFrame
@@ -66,15 +84,40 @@ class _LawFit:
     n_starts: int
     n_at_best: int
     """Screened starts that reached the best optimum; 0 or 1 means the optimum is fragile."""
-    _law: LogSpaceLaw = field(repr=False)
+    form: LawForm = field(repr=False)
 
     @property
     def n_points(self) -> int:
         return int(self.points["used"].sum())
 
+    @property
+    def variables(self) -> tuple[str, ...]:
+        return tuple(c for c in self.points.columns if c not in ("loss", "used", "residual", "weight"))
+
     def params(self) -> dict[str, Estimate]:
-        """E, A(, B), α(, β) in natural units with bootstrap intervals."""
-        return {name: self._estimate(fn) for name, fn in self._param_functions().items()}
+        """E, A(, B), α(, β) (and a, b for the joint law) in natural units with bootstrap intervals and
+        identifiability verdicts."""
+        functions = self._param_functions()
+        raw = {name: self._estimate(fn) for name, fn in functions.items()}
+        verdicts = self.verdicts(raw)
+        return {name: _with_verdict(est, verdicts[name]) for name, est in raw.items()}
+
+    def verdicts(self, raw: dict[str, Estimate] | None = None) -> dict[str, Verdict]:
+        """The identifiability verdict of every parameter (``analysis.identify``)."""
+        raw = raw or {name: self._estimate(fn) for name, fn in self._param_functions().items()}
+        return judge(
+            form=self.form,
+            variables=self.variables,
+            points=self.points,
+            values={name: est.value for name, est in raw.items()},
+            samples=self.bootstrap_samples(),
+            ci=self.options.ci,
+        )
+
+    @property
+    def identified(self) -> bool:
+        """Whether every parameter is a finding or fixed by the form (the law as a whole can be used)."""
+        return all(est.is_finding or est.status == "by form" for est in self.params().values())
 
     def bootstrap_samples(self) -> pd.DataFrame:
         """Every parameter and derived quantity, one row per bootstrap resample."""
@@ -82,24 +125,36 @@ class _LawFit:
             return pd.DataFrame({name: fn(self.bootstrap_theta) for name, fn in self._param_functions().items()})
 
     def table(self) -> pd.DataFrame:
-        """Every parameter and derived quantity as rows of value, se, low, high."""
+        """Every parameter and derived quantity as rows of value, se, low, high, status and reason."""
         rows = {name: vars(est) for name, est in self.params().items()}
         return pd.DataFrame.from_dict(rows, orient="index")
 
     def _predict(self, *variables: ArrayLike) -> np.ndarray:
         arrays = np.broadcast_arrays(*[np.asarray(v, dtype=float) for v in variables])
         log_x = np.log(np.column_stack([a.ravel() for a in arrays]))
-        return np.exp(self._law.log_predict(self.theta, log_x)[0]).reshape(arrays[0].shape)
+        return np.exp(self.form.law.log_predict(self.theta, log_x)[0]).reshape(arrays[0].shape)
 
-    def _predict_interval(self, *variables: ArrayLike) -> pd.DataFrame:
+    def _predict_interval(self, *variables: ArrayLike, observation_noise: bool) -> pd.DataFrame:
         arrays = [a.ravel() for a in np.broadcast_arrays(*[np.asarray(v, dtype=float) for v in variables])]
-        samples = np.exp(self._law.log_predict(self.bootstrap_theta, np.log(np.column_stack(arrays))))
-        low, high = self._quantiles(samples)
+        log_samples = self.form.law.log_predict(self.bootstrap_theta, np.log(np.column_stack(arrays)))
+        if observation_noise:
+            log_samples = log_samples + self._residual_draws(log_samples.shape)
+        low, high = self._quantiles(np.exp(log_samples))
         return pd.DataFrame({"loss": self._predict(*arrays), "low": low, "high": high})
 
+    def _residual_draws(self, shape: tuple[int, ...]) -> np.ndarray:
+        """Log residuals of the fitted points, resampled, for a prediction interval: an observation is the law
+        plus the scatter the fit leaves. Inflated by √(n/(n−p)) because residuals at the points a fit was made on
+        understate the scatter at new ones."""
+        residuals = self.points.loc[self.points["used"], "residual"].to_numpy()
+        n, p = len(residuals), self.form.n_free
+        inflation = np.sqrt(n / (n - p)) if n > p else np.inf
+        rng = np.random.default_rng(self.options.seed + 1)
+        return inflation * rng.choice(residuals, size=shape, replace=True)
+
     def _estimate(self, fn: _ThetaFunction) -> Estimate:
-        value = float(fn(self.theta[None])[0])
         with _wild_resamples():
+            value = float(fn(self.theta[None])[0])
             samples = fn(self.bootstrap_theta)
             low, high = self._quantiles(samples)
             se = float(np.nanstd(samples, ddof=1))
@@ -111,7 +166,7 @@ class _LawFit:
         return np.nanquantile(samples, tail, axis=0), np.nanquantile(samples, 1 - tail, axis=0)
 
     def _param_functions(self) -> dict[str, _ThetaFunction]:
-        k = self._law.k
+        k = self.form.k
         functions: dict[str, _ThetaFunction] = {"E": lambda t: np.exp(t[:, k])}
         for j, name in enumerate(("A", "B")[:k]):
             functions[name] = lambda t, j=j: np.exp(t[:, j])
@@ -127,9 +182,10 @@ class PowerLawFit(_LawFit):
     def predict(self, x: ArrayLike) -> np.ndarray:
         return self._predict(x)
 
-    def predict_interval(self, x: ArrayLike) -> pd.DataFrame:
-        """Columns loss (the fit), low and high (bootstrap percentiles at ``options.ci``)."""
-        return self._predict_interval(x)
+    def predict_interval(self, x: ArrayLike, *, observation_noise: bool = False) -> pd.DataFrame:
+        """Columns loss (the fit), low and high: bootstrap percentiles at ``options.ci`` of the law (or, with
+        ``observation_noise``, of a new observation: the law plus resampled residuals)."""
+        return self._predict_interval(x, observation_noise=observation_noise)
 
 
 @dataclass(frozen=True)
@@ -139,9 +195,14 @@ class ChinchillaFit(_LawFit):
     def predict(self, n: ArrayLike, d: ArrayLike) -> np.ndarray:
         return self._predict(n, d)
 
-    def predict_interval(self, n: ArrayLike, d: ArrayLike) -> pd.DataFrame:
-        """Columns loss (the fit), low and high (bootstrap percentiles at ``options.ci``)."""
-        return self._predict_interval(n, d)
+    def why_no_allocation(self) -> str:
+        """Why the compute-optimal allocation cannot be computed from this fit (empty when it can)."""
+        return _why_no_allocation(self.params())
+
+    def predict_interval(self, n: ArrayLike, d: ArrayLike, *, observation_noise: bool = False) -> pd.DataFrame:
+        """Columns loss (the fit), low and high: bootstrap percentiles at ``options.ci`` of the law (or, with
+        ``observation_noise``, of a new observation: the law plus resampled residuals)."""
+        return self._predict_interval(n, d, observation_noise=observation_noise)
 
     def _param_functions(self) -> dict[str, _ThetaFunction]:
         functions = super()._param_functions()
@@ -151,21 +212,37 @@ class ChinchillaFit(_LawFit):
         return functions
 
     def compute_optimal(self, compute: ArrayLike) -> pd.DataFrame:
-        """N_opt(C), D_opt(C) and the loss there, each with bootstrap intervals; C in FLOPs (C = 6·N·D)."""
+        """N_opt(C), D_opt(C) and the loss there, each with bootstrap intervals; C in FLOPs (C = 6·N·D).
+
+        Raises AnalysisInputError when A, B, α or β is not identified, or a is fixed by the form: an allocation
+        computed from numbers the data do not determine is not a finding."""
+        why = self.why_no_allocation()
+        if why:
+            raise AnalysisInputError(f"the compute-optimal allocation cannot be computed: {why}")
         c = np.atleast_1d(np.asarray(compute, dtype=float))
         out = {"compute": c}
         for name, fn in (("n_opt", _n_opt), ("d_opt", _d_opt)):
             out[name] = fn(self.theta[None], c)[0]
             out[f"{name}_low"], out[f"{name}_high"] = self._quantiles(fn(self.bootstrap_theta, c))
-        loss = self._predict_interval(out["n_opt"], out["d_opt"])
-        out["loss"] = loss["loss"].to_numpy()
+        out["loss"] = self._predict(out["n_opt"], out["d_opt"])
         return pd.DataFrame(out)
 
 
+def _why_no_allocation(params: dict[str, Estimate]) -> str:
+    if params["a"].status == "by form":
+        return f"a: {params['a'].reason}"
+    missing = [
+        f"{name} {params[name].status} ({params[name].reason})"
+        for name in ("A", "B", "alpha", "beta")
+        if params[name].status != "identified"
+    ]
+    return "; ".join(missing)
+
+
 def _wild_resamples() -> np.errstate:
-    # A resample of a small, ill-conditioned group can fit a = 800 (A = e^800 = inf): inf is the honest value and its
-    # interval end is inf, so the overflow is not worth a warning.
-    return np.errstate(over="ignore", invalid="ignore")
+    # A resample of a small, ill-conditioned group can fit a = 800 (A = e^800 = inf), or α = β = 0 (a = 0/0): inf and
+    # nan are the honest values and the verdicts say what they mean, so the overflow is not worth a warning.
+    return np.errstate(over="ignore", invalid="ignore", divide="ignore")
 
 
 def _log_g(t: np.ndarray) -> np.ndarray:
@@ -184,10 +261,16 @@ def _d_opt(t: np.ndarray, c: np.ndarray) -> np.ndarray:
     return c[None] / (6 * _n_opt(t, c))
 
 
+def _with_verdict(estimate: Estimate, verdict: Verdict) -> Estimate:
+    return Estimate(estimate.value, estimate.se, estimate.low, estimate.high, verdict.status, verdict.reason)
+
+
 def fit_power_law(
     x: ArrayLike,
     loss: ArrayLike,
     *,
+    e_given: float | None = None,
+    weights: ArrayLike | None = None,
     drop_highest: int = 0,
     overestimate_weight: float = 1.0,
     n_bootstrap: int = 1000,
@@ -195,9 +278,10 @@ def fit_power_law(
     seed: int = 0,
     delta: float = HUBER_DELTA,
 ) -> PowerLawFit:
-    """Fit L(x) = E + A·x^(−α) for x = parameters, tokens or compute, Chinchilla/Epoch style."""
+    """Fit L(x) = E + A·x^(−α) for x = parameters, tokens or compute, Chinchilla/Epoch style (E given or
+    fitted)."""
     options = FitOptions(delta, drop_highest, overestimate_weight, n_bootstrap, ci, seed)
-    return PowerLawFit(**_fit(LogSpaceLaw(1), {"x": x}, loss, options))
+    return PowerLawFit(**_fit(LawForm(1, e_given=e_given), {"x": x}, loss, weights, options))
 
 
 def fit_chinchilla(
@@ -205,6 +289,9 @@ def fit_chinchilla(
     d: ArrayLike,
     loss: ArrayLike,
     *,
+    e_given: float | None = None,
+    shared_exponent: bool = False,
+    weights: ArrayLike | None = None,
     drop_highest: int = 0,
     overestimate_weight: float = 1.0,
     n_bootstrap: int = 1000,
@@ -212,51 +299,70 @@ def fit_chinchilla(
     seed: int = 0,
     delta: float = HUBER_DELTA,
 ) -> ChinchillaFit:
-    """Fit L(N, D) = E + A/N^α + B/D^β exactly as Besiroglu et al. (2024) replicate Hoffmann et al. (2022)."""
+    """Fit L(N, D) = E + A/N^α + B/D^β exactly as Besiroglu et al. (2024) replicate Hoffmann et al. (2022);
+    optionally with E given or with one exponent for both terms (α = β)."""
     options = FitOptions(delta, drop_highest, overestimate_weight, n_bootstrap, ci, seed)
-    return ChinchillaFit(**_fit(LogSpaceLaw(2), {"N": n, "D": d}, loss, options))
+    form = LawForm(2, e_given=e_given, shared_exponent=shared_exponent)
+    return ChinchillaFit(**_fit(form, {"N": n, "D": d}, loss, weights, options))
 
 
-def _fit(law: LogSpaceLaw, variables: dict[str, ArrayLike], loss: ArrayLike, options: FitOptions) -> dict:
+def _fit(
+    form: LawForm,
+    variables: dict[str, ArrayLike],
+    loss: ArrayLike,
+    weights: ArrayLike | None,
+    options: FitOptions,
+) -> dict:
+    law = form.law
     points = pd.DataFrame({name: np.asarray(v, dtype=float).ravel() for name, v in variables.items()})
     points["loss"] = np.asarray(loss, dtype=float).ravel()
     values = points.to_numpy()
     if not (np.isfinite(values).all() and (values > 0).all()):
         raise ValueError("scaling-law points must be finite and positive (sizes, tokens, compute and losses)")
+    points["weight"] = 1.0 if weights is None else np.asarray(weights, dtype=float).ravel()
+    if not (np.isfinite(points["weight"]).all() and (points["weight"] > 0).all()):
+        raise ValueError("point weights must be finite and positive")
     n_used = len(points) - options.drop_highest
-    if n_used < law.n_params:
-        raise ValueError(f"{n_used} points cannot determine {law.n_params} parameters; need at least {law.n_params}")
+    if n_used < form.n_free:
+        raise ValueError(f"{n_used} points cannot determine {form.n_free} parameters; need at least {form.n_free}")
     # Exactly k points leave; Epoch's `loss < sorted(loss)[-k]` would also drop ties with the k-th highest.
     points["used"] = True
     points.loc[points["loss"].nlargest(options.drop_highest).index, "used"] = False
     used = points[points["used"]]
+    min_loss = float(used["loss"].min())
+    if form.e_given is not None and form.e_given >= min_loss:
+        raise ValueError(f"E given ({form.e_given:.4g}) is not below the lowest loss fitted ({min_loss:.4g})")
     log_x, log_y = np.log(used[list(variables)].to_numpy()), np.log(used["loss"].to_numpy())
     objective_options = {"delta": options.delta, "overestimate_weight": options.overestimate_weight}
-    ones = np.ones(len(used))
+    point_weights = used["weight"].to_numpy() / used["weight"].mean()  # mean 1: δ keeps its meaning
+    bounds = Bounds(*form.bounds(min_loss))
 
-    def full_data(theta: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return law.objective(theta, log_x, log_y, ones, **objective_options)
+    def objective(free: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        f, grad = law.objective(form.full(free), log_x, log_y, weights, **objective_options)
+        return f, form.reduce_gradient(grad)
 
-    best = multistart(full_data, law.start_grid())
+    best = multistart(lambda free, rows: objective(free, point_weights), form.start_grid(), bounds=bounds)
     counts = (
         np.random.default_rng(options.seed)
         .multinomial(len(used), np.full(len(used), 1 / len(used)), size=options.n_bootstrap)
         .astype(float)
     )
-
-    def resampled(theta: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return law.objective(theta, log_x, log_y, counts[rows], **objective_options)
-
-    refits = lbfgs_batched(resampled, np.tile(best.x, (options.n_bootstrap, 1)))
+    resampled_weights = counts * point_weights
+    refits = lbfgs_batched(
+        lambda free, rows: objective(free, resampled_weights[rows]),
+        np.tile(best.x, (options.n_bootstrap, 1)),
+        bounds=bounds,
+    )
+    theta = form.full(best.x)[0]
     all_log_x = np.log(points[list(variables)].to_numpy())
-    points["residual"] = np.log(points["loss"].to_numpy()) - law.log_predict(best.x[None], all_log_x)[0]
+    points["residual"] = np.log(points["loss"].to_numpy()) - law.log_predict(theta[None], all_log_x)[0]
     return {
-        "theta": best.x,
+        "theta": theta,
         "objective": best.fun,
         "points": points,
-        "bootstrap_theta": refits.x[np.isfinite(refits.fun)],
+        "bootstrap_theta": form.full(refits.x[np.isfinite(refits.fun)]),
         "options": options,
         "n_starts": best.n_starts,
         "n_at_best": best.n_at_best,
-        "_law": law,
+        "form": form,
     }

@@ -113,3 +113,93 @@ class LogSpaceLaw:
         terms.append(np.broadcast_to(theta[:, k, None], terms[0].shape))
         top = np.maximum.reduce(terms)
         return top, [np.exp(term - top) for term in terms]
+
+
+EXPONENT_BOUNDS = (0.0, 2.0)
+"""Exponents are fitted inside [0, 2]: non-negative as OLMo's ladder fit keeps them (a negative exponent is a law
+that gets worse with scale), and no steeper than the steepest start of Epoch's grid."""
+E_LOWER_FRACTION = 1e-4
+"""E is fitted inside [1e-4·L_min, L_min]: below every observed loss, and an explicit floor instead of e → −∞, so
+that "E driven to 0" is a fit at a bound rather than a number such as 2.7e-67."""
+
+
+@dataclass(frozen=True)
+class LawForm:
+    """Which parameters of a ``LogSpaceLaw`` are fitted, and how the fitted ones map to the full vector.
+
+    ``free``: every parameter. ``e_given``: E is a known number (the exact entropy rate of a synthetic corpus, or
+    one the user gives), so the fit has one parameter less and E cannot trade off against A and B.
+    ``shared_exponent`` (k = 2): α = β, one exponent for both terms. A fitted ("free") vector holds, in order,
+    ``a_1..a_k``, ``e`` unless E is given, and the exponents (one when shared).
+    """
+
+    k: int
+    e_given: float | None = None
+    """E itself (not its log) when it is given."""
+    shared_exponent: bool = False
+
+    def __post_init__(self) -> None:
+        if self.shared_exponent and self.k < 2:
+            raise ValueError("a shared exponent needs two variables")
+        if self.e_given is not None and not self.e_given > 0:
+            raise ValueError(f"E given must be positive (got {self.e_given})")
+
+    @property
+    def name(self) -> str:
+        parts = ["E given" if self.e_given is not None else "", "shared exponent" if self.shared_exponent else ""]
+        return ", ".join(p for p in parts if p) or "free"
+
+    @property
+    def law(self) -> LogSpaceLaw:
+        return LogSpaceLaw(self.k)
+
+    def _targets(self) -> list[tuple[int, ...]]:
+        """For each fitted parameter, the full-vector indices it sets."""
+        k = self.k
+        targets: list[tuple[int, ...]] = [(j,) for j in range(k)]
+        if self.e_given is None:
+            targets.append((k,))
+        if self.shared_exponent:
+            targets.append(tuple(range(k + 1, 2 * k + 1)))
+        else:
+            targets += [(k + 1 + j,) for j in range(k)]
+        return targets
+
+    @property
+    def n_free(self) -> int:
+        return len(self._targets())
+
+    def _matrix(self) -> tuple[np.ndarray, np.ndarray]:
+        targets = self._targets()
+        matrix = np.zeros((len(targets), self.law.n_params))
+        for row, columns in enumerate(targets):
+            matrix[row, list(columns)] = 1.0
+        offset = np.zeros(self.law.n_params)
+        if self.e_given is not None:
+            offset[self.k] = np.log(self.e_given)
+        return matrix, offset
+
+    def full(self, free: np.ndarray) -> np.ndarray:
+        """Fitted rows (S, n_free) → full parameter rows (S, 2k+1)."""
+        matrix, offset = self._matrix()
+        return offset + np.atleast_2d(free) @ matrix
+
+    def reduce_gradient(self, grad_full: np.ndarray) -> np.ndarray:
+        return grad_full @ self._matrix()[0].T
+
+    def fitted_of(self, full: np.ndarray) -> np.ndarray:
+        """The fitted coordinates of full rows (the first full index each fitted parameter sets)."""
+        return np.atleast_2d(full)[:, [columns[0] for columns in self._targets()]]
+
+    def start_grid(self) -> np.ndarray:
+        """Epoch's grid of starts restricted to the fitted coordinates (duplicates removed)."""
+        return np.unique(self.fitted_of(self.law.start_grid()), axis=0)
+
+    def bounds(self, min_loss: float) -> tuple[np.ndarray, np.ndarray]:
+        """(lower, upper) of the fitted coordinates: exponents in EXPONENT_BOUNDS, log E in
+        [log(E_LOWER_FRACTION·L_min), log L_min], log A and log B free."""
+        lower = np.full(self.law.n_params, -np.inf)
+        upper = np.full(self.law.n_params, np.inf)
+        lower[self.k], upper[self.k] = np.log(E_LOWER_FRACTION * min_loss), np.log(min_loss)
+        lower[self.k + 1 :], upper[self.k + 1 :] = EXPONENT_BOUNDS
+        return self.fitted_of(lower)[0], self.fitted_of(upper)[0]

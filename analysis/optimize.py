@@ -5,6 +5,11 @@ bootstrap repeats a fit per resample. Both are thousands of small, independent m
 function. Here they run as one batched L-BFGS whose every step evaluates all rows in a single vectorized
 call; only the few best candidates are then finished by scipy's L-BFGS-B, so the reported optimum is the one
 the per-start loop finds.
+
+Box constraints (``Bounds``: exponents kept non-negative, as OLMo's ladder fit does) are handled by projection:
+a coordinate at a bound whose gradient points out of the box is held fixed for that step, the L-BFGS direction
+is computed on the others, and every trial point of the line search is projected back into the box. The polish
+passes the same bounds to scipy's L-BFGS-B, so a constrained optimum is the one L-BFGS-B finds.
 """
 
 from __future__ import annotations
@@ -26,6 +31,28 @@ _FTOL = 1e-12
 _GTOL = 1e-9
 _ARMIJO = 1e-4
 _MAX_HALVINGS = 50
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Per-parameter box ``lower ≤ θ ≤ upper`` (−inf / +inf where a side is free)."""
+
+    lower: np.ndarray
+    upper: np.ndarray
+
+    @classmethod
+    def free(cls, n_params: int) -> Bounds:
+        return cls(np.full(n_params, -np.inf), np.full(n_params, np.inf))
+
+    def project(self, x: np.ndarray) -> np.ndarray:
+        return np.clip(x, self.lower, self.upper)
+
+    def held(self, x: np.ndarray, g: np.ndarray) -> np.ndarray:
+        """Coordinates at a bound whose descent direction −g points out of the box."""
+        return ((x <= self.lower) & (g > 0)) | ((x >= self.upper) & (g < 0))
+
+    def scipy(self) -> list[tuple[float | None, float | None]]:
+        return [(_finite_or_none(lo), _finite_or_none(hi)) for lo, hi in zip(self.lower, self.upper, strict=True)]
 
 
 @dataclass(frozen=True)
@@ -58,15 +85,18 @@ def lbfgs_batched(
     memory: int = 10,
     ftol: float = _FTOL,
     gtol: float = _GTOL,
+    bounds: Bounds | None = None,
 ) -> BatchResult:
-    """Minimize every row of ``x0`` independently with L-BFGS and a backtracking (Armijo) line search.
+    """Minimize every row of ``x0`` independently with L-BFGS and a backtracking (Armijo) line search, inside
+    ``bounds`` (module docstring) when given.
 
-    A row stops when a step decreases f by less than ``ftol``·|f| or max |∂f/∂θ| falls below ``gtol``·|f|. A
-    row whose line search cannot decrease f stops where it is (not converged), like scipy's
-    ABNORMAL_TERMINATION.
+    A row stops when a step decreases f by less than ``ftol``·|f| or the largest component of the projected
+    gradient falls below ``gtol``·|f|. A row whose line search cannot decrease f stops where it is (not
+    converged), like scipy's ABNORMAL_TERMINATION.
     """
     n_rows, n_params = x0.shape
-    x = x0.astype(float).copy()
+    bounds = bounds or Bounds.free(n_params)
+    x = bounds.project(x0.astype(float))
     f, g = fun(x, np.arange(n_rows))
     s_hist = np.zeros((n_rows, memory, n_params))
     y_hist = np.zeros((n_rows, memory, n_params))
@@ -78,14 +108,16 @@ def lbfgs_batched(
         rows = np.flatnonzero(active)
         if rows.size == 0:
             break
-        direction = _two_loop(g[rows], s_hist[rows], y_hist[rows], rho[rows])
-        slope = np.einsum("ij,ij->i", g[rows], direction)
+        held = bounds.held(x[rows], g[rows])
+        free_g = np.where(held, 0.0, g[rows])
+        direction = np.where(held, 0.0, _two_loop(free_g, s_hist[rows], y_hist[rows], rho[rows]))
+        slope = np.einsum("ij,ij->i", free_g, direction)
         lost = ~(slope < 0)
         if lost.any():  # curvature pairs stopped describing f: restart from steepest descent
             rho[rows[lost]] = 0.0
-            direction[lost] = _two_loop(g[rows[lost]], s_hist[rows[lost]], y_hist[rows[lost]], rho[rows[lost]])
-            slope[lost] = np.einsum("ij,ij->i", g[rows[lost]], direction[lost])
-        x_new, f_new, g_new, moved = _backtrack(fun, rows, x[rows], f[rows], direction, slope)
+            direction[lost] = -free_g[lost]
+            slope[lost] = np.einsum("ij,ij->i", free_g[lost], direction[lost])
+        x_new, f_new, g_new, moved = _backtrack(fun, rows, x[rows], f[rows], free_g, direction, bounds)
         stalled = rows[~moved]
         active[stalled] = False
         rows, x_new, f_new, g_new = rows[moved], x_new[moved], f_new[moved], g_new[moved]
@@ -98,7 +130,8 @@ def lbfgs_batched(
         y_hist[kept] = np.concatenate([change[store, None], y_hist[kept, :-1]], axis=1)
         rho[kept] = np.concatenate([1.0 / curvature[store, None], rho[kept, :-1]], axis=1)
         scale = np.maximum(np.abs(f[rows]), np.abs(f_new))
-        done = (f[rows] - f_new <= ftol * scale) | (np.abs(g_new).max(axis=1) <= gtol * scale)
+        projected_g = np.where(bounds.held(x_new, g_new), 0.0, g_new)
+        done = (f[rows] - f_new <= ftol * scale) | (np.abs(projected_g).max(axis=1) <= gtol * scale)
         x[rows], f[rows], g[rows] = x_new, f_new, g_new
         iterations[rows] += 1
         converged[rows[done]] = True
@@ -113,25 +146,33 @@ def multistart(
     screen_iter: int = 10,
     keep: int = 64,
     polish: int = 4,
+    finish_iter: int = 200,
+    bounds: Bounds | None = None,
 ) -> MultistartResult:
     """Minimize from every start and return the best minimum.
 
-    All starts take ``screen_iter`` batched L-BFGS steps; the ``keep`` lowest continue to convergence; the
-    ``polish`` best of those are finished by scipy's L-BFGS-B, the call a per-start loop makes, so the result
-    is that loop's optimum whenever one of its basins survives the screen. ``fun`` must not depend on row ids.
+    All starts take ``screen_iter`` batched L-BFGS steps; the ``keep`` lowest continue for up to ``finish_iter``
+    more; the ``polish`` best of those are finished to convergence by scipy's L-BFGS-B, the call a per-start loop
+    makes, so the result is that loop's optimum whenever one of its basins survives the screen. ``fun`` must not
+    depend on row ids.
     """
     rows = np.arange(len(starts))
-    screened = lbfgs_batched(fun, starts, max_iter=screen_iter)
+    bounds = bounds or Bounds.free(starts.shape[1])
+    screened = lbfgs_batched(fun, starts, max_iter=screen_iter, bounds=bounds)
     best_rows = rows[np.argsort(_finite_or_inf(screened.fun))[:keep]]
-    finished = lbfgs_batched(lambda x, r: fun(x, best_rows[r]), screened.x[best_rows])
+    # The finish only ranks the kept starts for the polish, which runs to convergence; on an ill-conditioned
+    # problem (a flat valley of E against A) a few rows would otherwise creep on for a thousand iterations.
+    finished = lbfgs_batched(
+        lambda x, r: fun(x, best_rows[r]), screened.x[best_rows], max_iter=finish_iter, bounds=bounds
+    )
     order = np.argsort(_finite_or_inf(finished.fun))[:polish]
-    polished = [_polish(fun, finished.x[i], finished.fun[i]) for i in order]
+    polished = [_polish(fun, finished.x[i], finished.fun[i], bounds) for i in order]
     x_best, f_best = min(polished, key=lambda xf: xf[1])
     n_at_best = int(np.sum(_finite_or_inf(finished.fun) <= f_best * (1 + 1e-6)))
     return MultistartResult(x=x_best, fun=f_best, n_starts=len(starts), n_at_best=n_at_best)
 
 
-def _polish(fun: BatchObjective, x0: np.ndarray, f0: float) -> tuple[np.ndarray, float]:
+def _polish(fun: BatchObjective, x0: np.ndarray, f0: float, bounds: Bounds) -> tuple[np.ndarray, float]:
     """scipy's L-BFGS-B from ``x0`` on f/f0, so that its absolute stopping tests act as relative ones."""
     row = np.zeros(1, dtype=int)
 
@@ -139,7 +180,8 @@ def _polish(fun: BatchObjective, x0: np.ndarray, f0: float) -> tuple[np.ndarray,
         f, g = fun(x[None], row)
         return float(f[0]) / f0, g[0] / f0
 
-    result = minimize(scaled, x0, jac=True, method="L-BFGS-B", options={"ftol": _FTOL, "gtol": _GTOL})
+    options = {"ftol": _FTOL, "gtol": _GTOL}
+    result = minimize(scaled, x0, jac=True, method="L-BFGS-B", bounds=bounds.scipy(), options=options)
     f = float(fun(result.x[None], row)[0][0])
     return (result.x, f) if np.isfinite(f) and f <= f0 else (x0, f0)
 
@@ -169,19 +211,23 @@ def _backtrack(
     rows: np.ndarray,
     x: np.ndarray,
     f: np.ndarray,
+    g: np.ndarray,
     direction: np.ndarray,
-    slope: np.ndarray,
+    bounds: Bounds,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Armijo backtracking for every row at once; only rows still searching are evaluated again."""
+    """Armijo backtracking along the projected path for every row at once; only rows still searching are
+    evaluated again. Sufficient decrease is measured against gᵀ(x_trial − x), the first-order change of the step
+    actually taken (a projected step can be shorter than step·direction)."""
     x_new, f_new, g_new = x.copy(), f.copy(), np.zeros_like(x)
     moved = np.zeros(len(rows), dtype=bool)
     step = np.ones(len(rows))
     pending = np.arange(len(rows))
     for _ in range(_MAX_HALVINGS):
-        trial = x[pending] + step[pending, None] * direction[pending]
+        trial = bounds.project(x[pending] + step[pending, None] * direction[pending])
         f_trial, g_trial = fun(trial, rows[pending])
+        predicted = np.einsum("ij,ij->i", g[pending], trial - x[pending])
         with np.errstate(invalid="ignore"):
-            ok = (f_trial <= f[pending] + _ARMIJO * step[pending] * slope[pending]) & np.isfinite(g_trial).all(axis=1)
+            ok = (predicted < 0) & (f_trial <= f[pending] + _ARMIJO * predicted) & np.isfinite(g_trial).all(axis=1)
         accepted = pending[ok]
         x_new[accepted], f_new[accepted], g_new[accepted] = trial[ok], f_trial[ok], g_trial[ok]
         moved[accepted] = True
@@ -194,3 +240,7 @@ def _backtrack(
 
 def _finite_or_inf(values: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(values), values, np.inf)
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None

@@ -8,6 +8,7 @@ axes, every axis names its quantity and unit, and a family of curves gets one co
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 
 import numpy as np
@@ -20,11 +21,12 @@ from matplotlib.ticker import FormatStrFormatter
 
 from analysis.compare import GroupComparison
 from analysis.fits import ChinchillaFit
+from analysis.points import group_label
 from analysis.spikes import GD_EDGE, SpikeRule, scaled_probes, spike_baseline
 from analysis.thresholds import Threshold
 
 LABELS = {
-    "N": "parameters N",
+    "N": "parameters N (non-embedding + LM head)",
     "D": "training tokens D",
     "C": "training compute C = 6ND (FLOPs)",
     "loss": "eval loss (nats/token)",
@@ -74,24 +76,30 @@ def isoloss(fit: ChinchillaFit, *, n_label: str = LABELS["N"]) -> Figure:
     levels = np.quantile(loss, np.linspace(0.02, 0.9, 12))
     contour = ax.contour(cc, nn, loss, levels=np.unique(np.round(levels, 3)), cmap="viridis_r", linewidths=1)
     ax.clabel(contour, fmt="%.2f", fontsize=7)
-    frontier = fit.compute_optimal(c_range)
-    ax.plot(frontier["compute"], frontier["n_opt"], color="crimson", lw=2, label="compute-optimal N_opt(C)")
-    ax.fill_between(
-        frontier["compute"],
-        frontier["n_opt_low"],
-        frontier["n_opt_high"],
-        color="crimson",
-        alpha=0.15,
-        label=f"{fit.options.ci:.0%} bootstrap interval",
-    )
+    a = fit.params()["a"]
+    why = fit.why_no_allocation()
+    usable = not why
+    if usable:
+        frontier = fit.compute_optimal(c_range)
+        ax.plot(frontier["compute"], frontier["n_opt"], color="crimson", lw=2, label="compute-optimal N_opt(C)")
+        ax.fill_between(
+            frontier["compute"],
+            frontier["n_opt_low"],
+            frontier["n_opt_high"],
+            color="crimson",
+            alpha=0.15,
+            label=f"{fit.options.ci:.0%} bootstrap interval",
+        )
+        title = f"Iso-loss contours (nats/token); N_opt ∝ C^{a.value:.3f} [{a.low:.3f}, {a.high:.3f}]"
+    else:
+        title = "Iso-loss contours (nats/token); no compute-optimal frontier:\n" + _wrap(why, 90)
     ax.scatter(6 * points["N"] * points["D"], points["N"], c="k", s=10, label="trials", zorder=3)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_ylim(n_range[0], n_range[-1])
     ax.set_xlabel(LABELS["C"])
     ax.set_ylabel(n_label)
-    a = fit.params()["a"]
-    ax.set_title(f"Iso-loss contours (nats/token); N_opt ∝ C^{a.value:.3f} [{a.low:.3f}, {a.high:.3f}]")
+    ax.set_title(title, fontsize=9 if not usable else None)
     ax.legend(fontsize=8, loc="upper left")
     ax.grid(True, which="major", alpha=0.3)
     fig.tight_layout()
@@ -127,50 +135,110 @@ def residuals(fit: ChinchillaFit, *, n_label: str = LABELS["N"]) -> Figure:
     return fig
 
 
-def group_exponents(comparison: GroupComparison) -> Figure:
-    """Per-group exponents and E with their bootstrap intervals, one panel per parameter."""
-    table = comparison.table()
-    names = [p for p in ("alpha", "beta", "E") if p in table.columns]
+def group_exponents(comparison: GroupComparison) -> Figure | None:
+    """Per-group exponents and E with their bootstrap intervals in the form every group identifies (else each
+    group's own), one panel per parameter, identified estimates only (a group whose estimate is not identified is
+    named on the axis with its status instead of a point); None when nothing is identified."""
+    common, fits, _ = comparison.common_form()
+    params = [fits.get(g.label, g.fit).params() for g in comparison.groups]
+    found = {name: [p.get(name) for p in params] for name in ("alpha", "beta", "E")}
+    names = [n for n, estimates in found.items() if any(e is not None and e.status == "identified" for e in estimates)]
+    if not names:
+        return None
     symbols = {
         "alpha": "α (exponent in N)" if comparison.form == "joint" else f"α (exponent in {comparison.form})",
         "beta": "β (exponent in D)",
         "E": "E (irreducible loss, nats/token)",
     }
-    fig = Figure(figsize=(4.2 * len(names), 0.5 * len(table) + 2.2))
+    labels = [g.label for g in comparison.groups]
+    fig = Figure(figsize=(4.2 * len(names), 0.5 * len(labels) + 2.2))
     axes = fig.subplots(1, len(names), squeeze=False)
-    y = np.arange(len(table))
+    y = np.arange(len(labels))
     for ax, name in zip(axes[0], names, strict=True):
-        value = table[name].to_numpy()
-        err = np.vstack([value - table[f"{name}_low"], table[f"{name}_high"] - value]).clip(min=0)
-        ax.errorbar(value, y, xerr=err, fmt="o", capsize=4, color="tab:blue")
-        ax.set_yticks(y, table["group"])
+        for row, est in enumerate(found[name]):
+            if est is not None and est.status == "identified":
+                err = [[max(est.value - est.low, 0)], [max(est.high - est.value, 0)]]
+                ax.errorbar([est.value], [row], xerr=err, fmt="o", capsize=4, color="tab:blue")
+            else:
+                status = "—" if est is None else est.status
+                ax.annotate(
+                    status, (0.5, row), xycoords=("axes fraction", "data"), ha="center", color="grey", fontsize=8
+                )
+        ax.set_yticks(y, labels)
+        ax.set_ylim(len(labels) - 0.5, -0.5)
         ax.set_xlabel(symbols[name])
         ax.grid(True, axis="x", alpha=0.3)
-        ax.invert_yaxis()
-    fig.suptitle(f"Per-group fits of {comparison.form!r} form: estimates with {_ci_label(comparison)} intervals")
+    form = f"form {common}" if common else "each group's own form"
+    fig.suptitle(f"Per-group fits ({form}): identified estimates with {_ci_label(comparison)} intervals")
     fig.tight_layout()
     return fig
 
 
-def training_curves(steps: pd.DataFrame, trials: pd.DataFrame, *, n_column: str = "params_non_embedding") -> Figure:
-    """Train loss (lines) and eval loss (dots) against tokens, coloured by model size."""
-    sizes = trials.set_index("trial_id")[n_column].astype(float)
+def training_curves(
+    steps: pd.DataFrame,
+    trials: pd.DataFrame,
+    *,
+    by: Sequence[str] = ("init_rate", "init_std", "weight_decay"),
+    n_column: str = "params_non_embedding",
+) -> Figure:
+    """One panel per group (the treatment columns of ``by`` that vary): each trial's train loss smoothed over a
+    window of 5% of its steps (lines) and its eval losses (dots) against tokens, coloured by model size."""
+    trials = trials.set_index("trial_id")
+    by = [c for c in by if c in trials.columns and trials[c].nunique(dropna=False) > 1]
+    keys = trials[by].apply(lambda row: group_label(row.to_dict()), axis=1) if by else pd.Series("all", trials.index)
+    panels = sorted(keys.reindex(steps["trial_id"].unique()).fillna("unknown").unique())
+    sizes = trials[n_column].astype(float)
     norm = LogNorm(vmin=sizes.min(), vmax=max(sizes.max(), sizes.min() * 1.01))
+    columns = min(2, len(panels))
+    rows = int(np.ceil(len(panels) / columns))
+    fig = Figure(figsize=(6.2 * columns + 1.2, 4.2 * rows))
+    axes = fig.subplots(rows, columns, squeeze=False, sharex=True, sharey=True)
+    for ax, panel in zip(axes.ravel(), panels, strict=False):
+        members = [t for t in steps["trial_id"].unique() if keys.get(t, "unknown") == panel]
+        for trial_id in members:
+            curve = steps[steps["trial_id"] == trial_id].sort_values("step")
+            colour = colormaps["viridis"](norm(sizes.get(trial_id, sizes.min())))
+            window = max(1, len(curve) // 20)
+            smooth = curve["train_loss"].rolling(window, min_periods=1, center=True).mean()
+            ax.plot(curve["tokens"], smooth, color=colour, lw=1.0, alpha=0.8)
+            evals = curve.dropna(subset=["eval_loss"])
+            ax.scatter(evals["tokens"], evals["eval_loss"], color=colour, s=10, zorder=3)
+        ax.set_title(f"{panel} ({len(members)} trials)", fontsize=10)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+        ax.grid(True, which="both", alpha=0.3)
+    for ax in axes[-1]:
+        ax.set_xlabel("tokens seen")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("loss (nats/token)")
+    for ax in axes.ravel()[len(panels) :]:
+        ax.set_visible(False)
+    fig.suptitle("Training curves: smoothed train loss (lines), eval loss (dots)")
+    fig.colorbar(ScalarMappable(norm=norm, cmap="viridis"), ax=axes.ravel().tolist(), label=n_column)
+    return fig
+
+
+def lr_envelope(points: pd.DataFrame, by: Sequence[str]) -> Figure:
+    """The learning rate of the envelope (the best lr of each cell) against N, one line per D and group."""
     fig = Figure(figsize=(7.5, 5))
     ax = fig.subplots()
-    for trial_id, curve in steps.sort_values("step").groupby("trial_id"):
-        colour = colormaps["viridis"](norm(sizes.get(trial_id, sizes.min())))
-        ax.plot(curve["tokens"], curve["train_loss"], color=colour, lw=0.8, alpha=0.6)
-        evals = curve.dropna(subset=["eval_loss"])
-        ax.scatter(evals["tokens"], evals["eval_loss"], color=colour, s=8)
+    groups = points.groupby(list(by), dropna=False) if by else [((), points)]
+    markers = "osD^v<>"
+    for (values, frame), marker in zip(groups, markers * 10, strict=False):
+        keys = dict(zip(by, values if isinstance(values, tuple) else (values,), strict=True))
+        levels, centres = _levels(frame["D"].to_numpy())
+        colours = colormaps["viridis"](np.linspace(0, 0.9, len(centres)))
+        for level, (value, colour) in enumerate(zip(centres, colours, strict=True)):
+            at = frame[levels == level].groupby("N")["lr"].median()
+            ax.plot(at.index, at.to_numpy(), marker=marker, color=colour, label=f"{group_label(keys)}, D={_si(value)}")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("tokens seen")
-    ax.set_ylabel("loss (nats/token): train (lines), eval (dots)")
-    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
-    ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
-    ax.set_title(f"Training curves of {steps['trial_id'].nunique()} trials")
-    fig.colorbar(ScalarMappable(norm=norm, cmap="viridis"), ax=ax, label=n_column)
+    ax.set_xlabel(LABELS["N"])
+    ax.set_ylabel("learning rate with the lowest loss")
+    ax.set_title("Learning rate chosen by the envelope, against model size")
+    ax.legend(fontsize=7, ncol=2)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     return fig
@@ -316,6 +384,10 @@ def _levels(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     present = np.unique(index)
     centres = np.array([np.exp(np.log(values[index == i]).mean()) for i in present])
     return np.searchsorted(present, index), centres
+
+
+def _wrap(text: str, width: int) -> str:
+    return "\n".join(textwrap.wrap(text, width))
 
 
 def _si(value: float) -> str:

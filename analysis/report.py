@@ -3,9 +3,12 @@ PNGs.
 
 The HTML embeds its images (base64), so it can be mailed or attached as a single file; the Markdown links the
 PNGs written next to it, so it renders on GitHub and diffs well. Sections appear only for the tables that
-exist: per-group joint fits (loss vs N, loss vs D, iso-loss with the compute-optimal frontier, residuals, an
-extrapolation check), the per-group comparison, training curves, recovery thresholds and curvature probes
-(with the loss spikes of the probed trials against Adam's stability edges, ``analysis.spikes``).
+exist: per-group joint fits (the candidate forms side by side and the one chosen, every parameter with its
+identifiability status, loss vs N and vs D, iso-loss with the compute-optimal frontier when it is identified,
+residuals, and an extrapolation check on the largest size), the per-group comparison of identified exponents,
+the learning rate chosen per size when the study swept it, training curves per group, recovery thresholds and
+curvature probes (with the loss spikes of the probed trials against Adam's stability edges, ``analysis.spikes``).
+A number the data do not determine is never shown as one: its status and reason are shown instead.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,9 +24,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis import plots
-from analysis.compare import GroupComparison, GroupFit, compare_groups
+from analysis.compare import GroupComparison, GroupFit, compare_groups, group_e
 from analysis.extrapolation import extrapolation_check
-from analysis.points import GROUP_COLUMNS, scaling_points
+from analysis.points import GROUP_COLUMNS, default_n, scaling_points, varying_lr
 from analysis.results import Results, summarize
 from analysis.spikes import DEFAULT_RULE, analyze_spikes, spike_shares
 from analysis.thresholds import recovery_thresholds, thresholds_table
@@ -38,21 +42,50 @@ class Section:
     figures: dict[str, Figure] = field(default_factory=dict)
 
 
-def build_sections(results: Results, *, n_bootstrap: int = 1000) -> list[Section]:
-    """Everything the report shows, computed from ``results``; no files are written."""
+def build_sections(
+    results: Results, *, n_bootstrap: int = 1000, progress: Callable[[str], None] | None = None
+) -> list[Section]:
+    """Everything the report shows, computed from ``results``; no files are written. ``progress`` hears of the
+    slow steps (the fits)."""
+    say = progress or (lambda _: None)
     sections = [Section("Summary", text=summarize(results).lines())]
-    points = scaling_points(results.trials)
+    n = default_n(results.trials) if len(results.trials) else "with-head"
+    points = scaling_points(results.trials, n=n)
     if len(points):
-        comparison = compare_groups(points, by=GROUP_COLUMNS, form="joint", n_bootstrap=n_bootstrap, warn=False)
-        sections.extend(_group_section(group, index, n_bootstrap) for index, group in enumerate(comparison.groups))
+        by = tuple(c for c in GROUP_COLUMNS if c in points.columns and points[c].nunique(dropna=False) > 1)
+        comparison = compare_groups(points, by=by, form="joint", n_bootstrap=n_bootstrap, warn=False, progress=progress)
+        sections[0].text.append(
+            f"Fits: N = {n} parameters; groups by "
+            f"{', '.join(by) or 'nothing (one group)'}; each group's form chosen by nested hold-out among the "
+            "identified forms (README 'Reading a fit')."
+        )
+        for index, group in enumerate(comparison.groups):
+            say(f"extrapolation check of {group.label} …")
+            frame = _group_points(points, group)
+            sections.append(_group_section(group, index, frame, n_bootstrap))
         if comparison.unfitted:
             sections[0].text.extend(f"not fitted: {label}: {why}" for label, why in comparison.unfitted.items())
         if len(comparison.groups) > 1:
             sections.append(_comparison_section(comparison))
+        if varying_lr(points):
+            sections.append(
+                Section(
+                    "Learning rate chosen per size",
+                    text=[
+                        "The study tried several learning rates per cell; every fit uses the envelope (the best lr of "
+                        "each N, D and group). The lr chosen against N:"
+                    ],
+                    figures={"lr_envelope": plots.lr_envelope(points, by)},
+                )
+            )
     lm_steps = results.steps[results.steps["tokens"].notna()]  # against tokens: a function run has none
     if len(lm_steps):
         sections.append(
-            Section("Training curves", figures={"training_curves": plots.training_curves(lm_steps, results.trials)})
+            Section(
+                "Training curves",
+                text=["Smoothed train loss (lines) and eval loss (dots) per trial, one panel per group."],
+                figures={"training_curves": plots.training_curves(lm_steps, results.trials)},
+            )
         )
     if len(results.recovery):
         thresholds = recovery_thresholds(results.recovery, n_bootstrap=n_bootstrap)
@@ -85,7 +118,7 @@ def write_report(sections: list[Section], out_dir: Path, *, title: str) -> tuple
         body += [f"<p>{html.escape(line)}</p>" for line in section.text]
         for table in section.tables:
             md += [_markdown_table(table), ""]
-            body.append(table.to_html(index=False, float_format=_format_number, border=0, classes="fit"))
+            body.append(table.to_html(index=False, float_format=_format_number, na_rep="", border=0, classes="fit"))
         for name, figure in section.figures.items():
             png = _png(figure)
             (out_dir / f"{name}.png").write_bytes(png)
@@ -98,59 +131,129 @@ def write_report(sections: list[Section], out_dir: Path, *, title: str) -> tuple
     return html_path, md_path
 
 
-def _group_section(group: GroupFit, index: int, n_bootstrap: int) -> Section:
+def _group_points(points: pd.DataFrame, group: GroupFit) -> pd.DataFrame:
+    mask = pd.Series(True, index=points.index)
+    for column, value in group.keys.items():
+        mask &= points[column].isna() if pd.isna(value) else points[column] == value
+    return points[mask]
+
+
+def parameter_table(fit: object) -> pd.DataFrame:
+    """A fit's parameters as the report shows them: value and interval for findings, status and reason
+    otherwise."""
+    rows = []
+    for name, est in fit.params().items():  # type: ignore[attr-defined]
+        shown = est.is_finding or est.status == "by form"
+        rows.append(
+            {
+                "parameter": name,
+                "value": est.value if shown else None,
+                "low": est.low if shown and est.status != "given" else None,
+                "high": est.high if shown and est.status != "given" else None,
+                "status": est.status,
+                "why not a finding": est.reason,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _group_section(group: GroupFit, index: int, frame: pd.DataFrame, n_bootstrap: int) -> Section:
     fit = group.fit
     slug = f"group{index}"
-    section = Section(
-        f"Joint fit L(N, D) = E + A/N^α + B/D^β — {group.label}",
-        text=[
-            f"{fit.n_points} trials; best of {fit.n_starts} starts, {fit.n_at_best} screened starts "
-            f"reached it; {len(fit.bootstrap_theta)} bootstrap resamples, {fit.options.ci:.0%} percentile "
-            "intervals."
-        ],
-        tables=[fit.table().reset_index(names="parameter")],
-        figures={
+    section = Section(f"Joint fit L(N, D) = E + A/N^α + B/D^β — {group.label}")
+    section.text.append(
+        f"{fit.n_points} trials; form: {group.form_name}; best of {fit.n_starts} starts, {fit.n_at_best} screened "
+        f"starts reached it; {len(fit.bootstrap_theta)} bootstrap resamples, {fit.options.ci:.0%} percentile intervals."
+    )
+    if group.selection is not None:
+        section.text.append(f"Form chosen: {group.selection.reason}.")
+        candidates = group.selection.table()
+        candidates["error on the largest size"] = candidates["error on the largest size"].map(lambda e: f"{e:.2%}")
+        section.tables.append(candidates)
+    section.tables.append(parameter_table(fit))
+    section.figures.update(
+        {
             f"{slug}_loss_vs_N": plots.loss_curves(fit, x="N"),
             f"{slug}_loss_vs_D": plots.loss_curves(fit, x="D"),
             f"{slug}_isoloss": plots.isoloss(fit),
             f"{slug}_residuals": plots.residuals(fit),
-        },
+        }
     )
+    e_given, e_exact = group_e(frame, None)
     try:
-        used = fit.points[fit.points["used"]]
-        check = extrapolation_check(used["N"], used["D"], used["loss"], n_bootstrap=n_bootstrap)
+        check = extrapolation_check(
+            frame["N"], frame["D"], frame["loss"], e_given=e_given, e_exact=e_exact, n_bootstrap=n_bootstrap
+        )
     except ValueError as exc:
         section.text.append(f"Extrapolation check not run: {exc}.")
-    else:
+        return section
+    if check.fit is None:
         section.text.append(
-            "Extrapolation check: fitted without the largest model size, the law predicts the held-out "
-            f"points with mean |relative error| {check.mean_abs_relative_error:.2%}; "
-            f"{int(check.held_out['covered'].sum())}/{len(check.held_out)} inside the interval."
+            f"Extrapolation check: without the largest model size, {check.selection.reason}; nothing to predict with."
         )
-        section.tables.append(check.held_out)
+        return section
+    section.text.append(
+        f"Extrapolation check: fitted without the largest model size (form chosen on the smaller sizes: "
+        f"{check.selection.chosen.spec.name}), the law predicts the held-out points with mean |relative error| "
+        f"{check.mean_abs_relative_error:.2%} (largest {check.max_abs_relative_error:.2%}); "
+        f"{int(check.held_out['covered'].sum())}/{len(check.held_out)} inside their 95% prediction interval."
+    )
+    held = check.held_out.assign(relative_error=check.held_out["relative_error"].map(lambda e: f"{e:+.2%}"))
+    section.tables.append(held)
     return section
 
 
 def _comparison_section(comparison: GroupComparison) -> Section:
     labels = [g.label for g in comparison.groups]
-    differences = [
-        vars(comparison.difference(a, b, param=param))
-        for i, a in enumerate(labels)
-        for b in labels[i + 1 :]
-        for param in ("alpha", "beta")
-    ]
-    columns = ["group", "n_points"] + [
-        f"{p}{suffix}" for p in ("E", "alpha", "beta", "a") for suffix in ("", "_low", "_high")
-    ]
-    return Section(
+    common, fits, why_none = comparison.common_form()
+    differences, refused = [], []
+    # in a shared-exponent form β is α: comparing it again says nothing new
+    beta = next(iter(fits.values())).params().get("beta") if fits else None
+    shared = beta is not None and beta.status == "by form"
+    compared = ("alpha",) if shared else ("alpha", "beta")
+    for i, a in enumerate(labels):
+        for b in labels[i + 1 :]:
+            for param in compared:
+                why = comparison.why_not_comparable(a, b, param=param)
+                if why:
+                    refused.append(f"{param}: {a} vs {b}: cannot be compared: {why}.")
+                else:
+                    differences.append(vars(comparison.difference(a, b, param=param)))
+    rows = []
+    for group in comparison.groups:
+        fit = fits.get(group.label, group.fit)
+        row: dict[str, object] = {"group": group.label, "own form": group.form_name, "n_points": fit.n_points}
+        for name, est in fit.params().items():
+            if name in ("E", "alpha", "beta", "a"):
+                row[name] = (
+                    f"{est.value:.4g} [{est.low:.4g}, {est.high:.4g}]"
+                    if est.status == "identified"
+                    else (
+                        f"{est.value:.4g} ({est.status})" if est.is_finding or est.status == "by form" else est.status
+                    )
+                )
+        rows.append(row)
+    where = (
+        f"in the form every group identifies: {common}"
+        if common
+        else f"in each group's own form ({why_none}, so nothing is compared)"
+    )
+    section = Section(
         "Comparison across groups",
         text=[
-            "Exponents and E per group; differences tested with the groups' independent bootstraps "
-            "(two-sided percentile p-values)."
+            f"Exponents and E per group {where}; values only where identified. Differences are tested with the "
+            "groups' independent bootstraps (two-sided percentile p-values), only where the exponent is identified "
+            "in both groups.",
+            *refused,
         ],
-        tables=[comparison.table()[columns], pd.DataFrame(differences)],
-        figures={"group_exponents": plots.group_exponents(comparison)},
+        tables=[pd.DataFrame(rows)] + ([pd.DataFrame(differences)] if differences else []),
     )
+    figure = plots.group_exponents(comparison)
+    if figure is None:
+        section.text.append("No exponent is identified in any group: no exponent figure.")
+    else:
+        section.figures["group_exponents"] = figure
+    return section
 
 
 def _spike_section(results: Results) -> Section:
@@ -212,8 +315,14 @@ def _format_number(value: float) -> str:
     return f"{value:.4g}"
 
 
+def _cell(value: object) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return ""  # a number that is not shown (not a finding) or not measured
+    return _format_number(value) if isinstance(value, float) else str(value)
+
+
 def _markdown_table(table: pd.DataFrame) -> str:
-    cells = [[_format_number(v) if isinstance(v, float) else str(v) for v in row] for row in table.itertuples(False)]
+    cells = [[_cell(v) for v in row] for row in table.itertuples(False)]
     header = "| " + " | ".join(map(str, table.columns)) + " |"
     rule = "|" + "---|" * len(table.columns)
     return "\n".join([header, rule] + ["| " + " | ".join(row) + " |" for row in cells])

@@ -3,8 +3,8 @@
 Both paths train the same model (24 × 1024, head_dim 64, vocab 32,000: about 302M non-embedding parameters) with the
 project's own step function (`models.train.train_step`), bf16 autocast with fp32 master weights, on a fixed random
 batch. MFU = achieved model FLOP/s ÷ the GPU's bf16 dense peak, with model FLOPs per token from
-`models.accounting.flops_per_token` (6·N_non_embedding + attention, Kaplan) — the embedding lookup is free and the LM
-head's 6·d·V per token is added, since at this size it is 10% of the work. Prints the two paths side by side.
+`models.accounting.flops_per_token` (6·(N_non_embedding + LM head) + attention) — the embedding lookup is free and
+the LM head's 6·d·V per token is counted, since at this size it is 10% of the work. Prints the two paths side by side.
 """
 
 from __future__ import annotations
@@ -55,10 +55,7 @@ def main() -> None:
     name = torch.cuda.get_device_name(device)
     model = fresh_model(device)
     counts = count_params(model)
-    per_token = (
-        flops_per_token(counts.non_embedding, n_layer=SHAPE.n_layer, seq_len=SHAPE.seq_len, d_model=SHAPE.d_model)
-        + 6 * SHAPE.d_model * SHAPE.vocab_size
-    )
+    per_token = flops_per_token(counts, n_layer=SHAPE.n_layer, seq_len=SHAPE.seq_len, d_model=SHAPE.d_model)
     peak = peak_flops(name)
     print(
         f"{name}: llama {SHAPE.n_layer}x{SHAPE.d_model}, {counts.non_embedding / 1e6:.0f}M non-embedding "

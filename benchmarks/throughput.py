@@ -61,7 +61,7 @@ def with_results(spec: StudySpec, results: Path, **changes: object) -> StudySpec
 
 
 def measure_trial_vs_bare(laptop: StudySpec, workdir: Path) -> float:
-    grid = laptop.grid.model_copy(update={"tokens": [262144], "init": [laptop.grid.init[0]], "weight_decay": [0.1]})
+    grid = laptop.grid.model_copy(update={"tokens": [262144], "cases": laptop.grid.cases[:1]})  # one treatment
     model = laptop.model.model_copy(update={"sizes": [laptop.model.sizes[2]]})
     spec = with_results(laptop, workdir / "one-trial", grid=grid, model=model)
     run_study(spec, stream=io.StringIO())

@@ -1,10 +1,16 @@
 """The training loop of one trial: a pure step function and a loop that reads like a table of contents (nanodo).
 
 Everything here runs in a plain Python process; the Ray trainable only hands a :class:`TrialConfig` in and receives
-reports through the ``on_report`` callback. A trial is reproducible: the seed fixes the initialization and the order in
-which the first D training tokens (cut into ``seq_len`` sequences) are visited, once each; there is no dropout. The
-state needed to resume mid-trial bit for bit (weights, optimizer, step, logged rows, elapsed time) is a
-:class:`TrainState`, saved and loaded by `models.checkpoint`.
+reports through the ``on_report`` callback. A trial is reproducible: the seed fixes the initialization and the data
+order; there is no dropout. The data order is a seeded permutation of *every* ``seq_len`` window of the training
+stream, and a trial of D tokens takes its first D / seq_len windows, once each. So the data of a trial is a uniform
+sample of the corpus at every D (not the first D tokens of one stream), a larger D contains every window of a smaller
+one, and the batch of step k is the same whatever D is. The state needed to resume mid-trial bit for bit (weights,
+optimizer, step, logged rows, elapsed time) is a :class:`TrainState`, saved and loaded by `models.checkpoint`.
+
+The eval loss is the mean next-token loss over the store's eval sequences (windows spread over the whole held-out
+stream, `TokenStore.eval_sequences`); its standard error treats the sequence as the unit, since tokens within a
+sequence are correlated: SE = sd(per-sequence mean loss) / √(sequences).
 
 Inline Adam statistics (``train.adam_stats``): every ``every`` steps the step also measures
 `models.probes.adam.adam_step_stats` and the logged row of that step carries them; measuring reads state only, so the
@@ -126,30 +132,44 @@ def train_step(
     return float(loss.detach()), float(grad_norm), stats
 
 
+@dataclass(frozen=True)
+class EvalLoss:
+    """The eval loss (nats/token) and its standard error over sequences."""
+
+    mean: float
+    se: float
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, tokens: np.ndarray, seq_len: int, device: torch.device) -> float:
-    """Mean next-token loss (nats/token) over the held-out tokens, cut into seq_len sequences."""
+def evaluate(model: nn.Module, sequences: np.ndarray, device: torch.device) -> EvalLoss:
+    """Mean next-token loss over `sequences` (n × seq_len token ids) and its SE with the sequence as the unit."""
     model.eval()
-    n_seq = len(tokens) // seq_len
-    data = torch.from_numpy(np.asarray(tokens[: n_seq * seq_len], dtype=np.int64)).view(n_seq, seq_len)
-    total, count = 0.0, 0
-    for start in range(0, n_seq, EVAL_BATCH):
+    data = torch.from_numpy(np.asarray(sequences, dtype=np.int64))
+    per_sequence = []
+    for start in range(0, len(data), EVAL_BATCH):
         batch = data[start : start + EVAL_BATCH].to(device)
-        predicted = batch.numel() - batch.shape[0]  # the first token of each sequence has no prediction
-        total += float(model(input_ids=batch, labels=batch).loss) * predicted
-        count += predicted
+        logits = model(input_ids=batch).logits[:, :-1].float()
+        # every sequence predicts seq_len − 1 tokens, so the mean of sequence means is the mean over tokens
+        token_loss = nn.functional.cross_entropy(logits.transpose(1, 2), batch[:, 1:], reduction="none")
+        per_sequence.append(token_loss.mean(dim=1).cpu())
     model.train()
-    return total / count
+    losses = torch.cat(per_sequence).double().numpy()
+    se = float(losses.std(ddof=1) / math.sqrt(len(losses))) if len(losses) > 1 else math.nan
+    return EvalLoss(float(losses.mean()), se)
 
 
 def plan_steps(trial: TrialConfig) -> int:
     return trial.tokens // (trial.train.batch_size * trial.seq_len)
 
 
-def batch_order(trial: TrialConfig, steps: int) -> np.ndarray:
-    """Sequence indices of each step (steps × batch_size): a seeded permutation of the first D tokens' sequences."""
+def batch_order(trial: TrialConfig, steps: int, windows: int) -> np.ndarray:
+    """Window indices of each step (steps × batch_size): the first steps × batch_size entries of a seeded
+    permutation of all `windows` training windows (module docstring), so step k's batch does not depend on D."""
     n_seq = steps * trial.train.batch_size
-    return np.random.default_rng(trial.seed).permutation(n_seq).reshape(steps, trial.train.batch_size)
+    if n_seq > windows:
+        raise ValueError(f"{n_seq:,} training sequences asked of a stream that holds {windows:,}")
+    order = np.random.default_rng(trial.seed).permutation(windows)[:n_seq]
+    return order.reshape(steps, trial.train.batch_size)
 
 
 def new_state(trial: TrialConfig, vocab_size: int, device: torch.device) -> TrainState:
@@ -186,9 +206,10 @@ def train(
     device = device or torch.device("cpu")
     state = state or new_state(trial, store.vocab_size, device)
     steps = plan_steps(trial)
-    order = batch_order(trial, steps)
     # a view of the memory-mapped stream: each step reads only its own sequences
-    sequences = store.train[: steps * trial.train.batch_size * trial.seq_len].reshape(-1, trial.seq_len)
+    sequences = store.training_sequences(trial.seq_len)
+    order = batch_order(trial, steps, len(sequences))
+    eval_sequences = store.eval_sequences(trial.seq_len)
     started = time.perf_counter() - state.elapsed_offset
     tokens_per_step = trial.train.batch_size * trial.seq_len
     checkpoint_every = trial.train.checkpoint_interval
@@ -221,7 +242,7 @@ def train(
         eval_loss, eval_seconds = None, 0.0
         if at_eval and not diverged:
             eval_started = time.perf_counter()
-            eval_loss = evaluate(state.model, store.eval, trial.seq_len, device)
+            eval_loss = evaluate(state.model, eval_sequences, device)
             eval_seconds = time.perf_counter() - eval_started
         if diverged or at_eval or state.step % trial.train.log_interval == 0:
             state.rows.append(
@@ -231,7 +252,8 @@ def train(
                     "tokens": state.step * tokens_per_step,
                     "lr": lr,
                     "train_loss": loss,
-                    "eval_loss": eval_loss,
+                    "eval_loss": eval_loss.mean if eval_loss else None,
+                    "eval_loss_se": eval_loss.se if eval_loss else None,
                     "grad_norm": grad_norm,
                     "elapsed_s": time.perf_counter() - started,
                     **adam_columns(adam),
@@ -294,7 +316,8 @@ def summary_row(
 ) -> dict[str, Any]:
     """The trials-table row of a finished trial (the caller adds study-level bookkeeping columns)."""
     counts = count_params(getattr(state.model, "module", state.model))  # a DDP wrapper holds the model as .module
-    evals = [r["eval_loss"] for r in state.rows if r["eval_loss"] is not None]
+    evals = [r for r in state.rows if r["eval_loss"] is not None]
+    final_eval = evals[-1] if evals and status == "ok" else None
     recent = [r["train_loss"] for r in state.rows if r["step"] > state.step - trial.train.eval_interval]
     tokens = state.step * trial.train.batch_size * trial.seq_len
     return {
@@ -305,20 +328,20 @@ def summary_row(
         "params_total": counts.total,
         "params_embedding": counts.embedding,
         "params_non_embedding": counts.non_embedding,
+        "params_head": counts.head,
         "tokens": tokens,
         "steps": state.step,
-        "flops": training_flops(counts.non_embedding, tokens),
-        "flops_per_token": flops_per_token(
-            counts.non_embedding, n_layer=trial.n_layer, seq_len=trial.seq_len, d_model=trial.d_model
-        ),
-        "final_eval_loss": evals[-1] if evals and status == "ok" else None,
-        "min_eval_loss": min(evals) if evals else None,
+        "flops": training_flops(counts, tokens),
+        "flops_per_token": flops_per_token(counts, n_layer=trial.n_layer, seq_len=trial.seq_len, d_model=trial.d_model),
+        "final_eval_loss": final_eval["eval_loss"] if final_eval else None,
+        "eval_loss_se": final_eval["eval_loss_se"] if final_eval else None,
+        "min_eval_loss": min(r["eval_loss"] for r in evals) if evals else None,
         "final_train_loss": float(np.mean(recent)) if recent else None,
         "irreducible_loss": store.entropy_rate,
         "corpus": store.corpus,
         "corpus_fingerprint": store.fingerprint,
         "tokenizer": store.tokenizer,
-        "eval_tokens": len(store.eval),
+        "eval_tokens": store.eval_tokens // trial.seq_len * trial.seq_len,
         "wall_s": wall_s,
         "workers": shard.workers,
         "parallelism": shard.parallelism,

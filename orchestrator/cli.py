@@ -147,15 +147,26 @@ def _cmd_probe(args: argparse.Namespace) -> int:
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
-    from analysis.cli import fit_main
+    from analysis.cli import FitRequest, fit_main
 
-    return fit_main(args.results, by=args.by, form=args.form, out=args.out, strict=args.strict)
+    request = FitRequest(
+        form=args.form,
+        law=args.law,
+        by=tuple(args.by) if args.by else None,
+        n=args.n,
+        e_given=args.E,
+        weight_by_se=args.weight_by_se,
+        drop_highest=args.drop_highest,
+        n_bootstrap=args.bootstrap,
+        seed=args.seed,
+    )
+    return fit_main(args.results, request=request, out=args.out, strict=args.strict)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from analysis.cli import report_main
 
-    return report_main(args.results, out_dir=args.output, strict=args.strict)
+    return report_main(args.results, out_dir=args.output, strict=args.strict, n_bootstrap=args.bootstrap)
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
@@ -200,12 +211,37 @@ def build_parser() -> argparse.ArgumentParser:
 
     fit = sub.add_parser("fit", help="fit scaling laws to a results directory")
     fit.add_argument("results")
-    fit.add_argument("--by", nargs="+", help="fit one law per group of these columns (e.g. init_rate weight_decay)")
+    fit.add_argument(
+        "--by",
+        nargs="+",
+        help="fit one law per group of these columns (default: the treatment axes that vary: init_rate, init_std, "
+        "weight_decay)",
+    )
     fit.add_argument(
         "--form",
         default="joint",
-        help="joint: L(N, D); or one variable: N (non-embedding params), D (tokens) or C (compute)",
+        help="joint: L(N, D) (default); or one variable: N (parameters), D (tokens) or C (compute)",
     )
+    fit.add_argument(
+        "--law",
+        default="auto",
+        help="auto (default: the identified form that best predicts the largest size from the others), free, shared "
+        "(α = β), e-given, e-given-shared",
+    )
+    fit.add_argument(
+        "--n",
+        help="which N: with-head (default: non-embedding + LM head, the N of C = 6ND), non-embedding, total",
+    )
+    fit.add_argument(
+        "--E",
+        type=float,
+        help="give E (nats/token) instead of fitting it (default for a synthetic "
+        "corpus: its exact entropy rate, offered as a candidate form)",
+    )
+    fit.add_argument("--weight-by-se", action="store_true", help="weight points by 1/(eval_loss_se/loss)^2")
+    fit.add_argument("--drop-highest", type=int, default=0, help="leave out the k highest losses (Epoch drop 5)")
+    fit.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    fit.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
     fit.add_argument("--out", help="write the fit table here (Parquet and JSON)")
     fit.add_argument("--strict", action="store_true")
     fit.set_defaults(func=_cmd_fit)
@@ -213,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="write an HTML + Markdown report with plots")
     report.add_argument("results")
     report.add_argument("-o", "--output", default="report", help="output directory (default: report)")
+    report.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples per fit (default 1000)")
     report.add_argument("--strict", action="store_true")
     report.set_defaults(func=_cmd_report)
     submit = sub.add_parser("submit", help="submit a study to a Ray cluster as a Ray job; prints the job id")

@@ -1,7 +1,9 @@
 """The dry run: every cell of a study with its shape, parameter counts, tokens and compute, without training.
 
 Parameter counts come from building each distinct model on the ``meta`` device (no memory, no time), so the numbers
-are exactly the ones the trial will record. The vocabulary is the one the spec asks for; a trained BPE reaches it on
+are exactly the ones the trial will record. N is the non-embedding parameters plus the LM head (the N of the trials'
+``flops`` column); tokens/N shows the regime of each cell; lr and warmup are the trial's own (``train.width_scaling``
+sets them per width). The vocabulary is the one the spec asks for; a trained BPE reaches it on
 any corpus larger than a few hundred kilobytes.
 """
 
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from models.accounting import count_params, training_flops
+from models.accounting import ParamCounts, count_params, training_flops
 from models.lm import LMShape, build_lm
 from models.train import plan_steps
 from sweeps.grid import TrialConfig
@@ -26,6 +28,8 @@ class PlannedTrial:
     params_embedding: int
     params_non_embedding: int
     params_total: int
+    params_compute: int
+    """Non-embedding plus LM head: the N of the flops column."""
     tokens: int
     steps: int
     flops: float
@@ -45,28 +49,28 @@ def planned_vocab_size(data: DataSpec) -> int:
 
 
 @functools.cache
-def _counts(shape: LMShape) -> tuple[int, int, int]:
+def _counts(shape: LMShape) -> ParamCounts:
     with torch.device("meta"):
-        counts = count_params(build_lm(shape))
-    return counts.embedding, counts.non_embedding, counts.total
+        return count_params(build_lm(shape))
 
 
 def plan(trials: list[TrialConfig], statuses: dict[str, str], vocab_size: int) -> list[PlannedTrial]:
     rows = []
     for t in trials:
         shape = LMShape(t.architecture, t.n_layer, t.d_model, t.n_head, t.seq_len, vocab_size)
-        emb, non_emb, total = _counts(shape)
+        counts = _counts(shape)
         steps = plan_steps(t)
         tokens = steps * t.train.batch_size * t.seq_len
         rows.append(
             PlannedTrial(
                 t,
-                emb,
-                non_emb,
-                total,
+                counts.embedding,
+                counts.non_embedding,
+                counts.total,
+                counts.compute,
                 tokens,
                 steps,
-                training_flops(non_emb, tokens),
+                training_flops(counts, tokens),
                 statuses.get(t.trial_id, "pending"),
             )
         )
@@ -81,9 +85,12 @@ def format_plan(rows: list[PlannedTrial]) -> str:
         "size",
         "heads",
         "N_non_emb",
+        "N",
         "N_total",
         "tokens",
         "steps",
+        "warmup",
+        "tokens/N",
         "init",
         "wd",
         "seed",
@@ -101,13 +108,16 @@ def format_plan(rows: list[PlannedTrial]) -> str:
                 t.size_label,
                 str(t.n_head),
                 f"{r.params_non_embedding:,}",
+                f"{r.params_compute:,}",
                 f"{r.params_total:,}",
                 f"{r.tokens:,}",
                 f"{r.steps:,}",
+                str(t.train.warmup_steps),
+                f"{r.tokens / r.params_compute:.3g}",
                 t.init.label,
                 f"{t.weight_decay:g}",
                 str(t.seed),
-                f"{t.lr:g}",
+                f"{t.lr:.3g}",
                 f"{r.flops:.3g}",
                 r.status,
             )
@@ -117,7 +127,7 @@ def format_plan(rows: list[PlannedTrial]) -> str:
     done = sum(r.status in ("ok", "diverged") for r in rows)
     text.append("")
     text.append(
-        f"{len(rows)} trials ({done} finished, {len(rows) - done} to run) · "
-        f"{sum(r.tokens for r in rows):,} training tokens · {sum(r.flops for r in rows):.3g} FLOPs (6·N_non_emb·D)"
+        f"{len(rows)} trials ({done} finished, {len(rows) - done} to run) · {sum(r.tokens for r in rows):,} training "
+        f"tokens · {sum(r.flops for r in rows):.3g} FLOPs (6·N·D; N = non-embedding parameters + LM head)"
     )
     return "\n".join(text)

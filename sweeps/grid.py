@@ -19,7 +19,9 @@ from typing import Any
 
 from sweeps.spec import AXES, DataSpec, Init, StudySpec, TrainSpec
 
-ID_VERSION = 1  # bump when the meaning of a config field changes, so old ids cannot be confused with new ones
+# Bump when what a config computes changes, so old ids cannot be confused with new ones. 2: documents in a seeded
+# random order, a trial's sequences drawn from the whole training stream, eval windows across all held-out documents.
+ID_VERSION = 2
 ID_LENGTH = 12
 
 
@@ -52,7 +54,8 @@ class TrialConfig:
     def semantic(self) -> dict[str, Any]:
         """The fields that decide what the trial computes: the input of the trial id."""
         data = self.data.model_dump(mode="json", exclude={"cache_dir"})
-        train = self.train.model_dump(mode="json", exclude={"lr", "checkpoint_interval", "adam_stats"})
+        # width_scaling is left out: its effect is the trial's own lr and warmup_steps, which are in
+        train = self.train.model_dump(mode="json", exclude={"lr", "checkpoint_interval", "adam_stats", "width_scaling"})
         return {
             "id_version": ID_VERSION,
             "architecture": self.architecture,
@@ -116,8 +119,14 @@ def _axis_values(spec: StudySpec) -> list[dict[str, Any]]:
 def expand(spec: StudySpec) -> list[TrialConfig]:
     """All trials of a study, in a deterministic order, without duplicates."""
     trials: dict[str, TrialConfig] = {}
+    scaling = spec.train.width_scaling
     for size in spec.model.sizes:
+        train = spec.train
+        if scaling is not None:
+            warmup = scaling.warmup_steps(spec.train.warmup_steps, size.d_model)
+            train = spec.train.model_copy(update={"warmup_steps": warmup, "width_scaling": None})
         for values in _axis_values(spec):
+            lr = values["lr"] if scaling is None else scaling.lr(values["lr"], size.d_model)
             trial = TrialConfig(
                 study=spec.name,
                 architecture=spec.model.architecture,
@@ -129,9 +138,9 @@ def expand(spec: StudySpec) -> list[TrialConfig]:
                 init=values["init"],
                 weight_decay=values["weight_decay"],
                 seed=values["seed"],
-                lr=values["lr"],
+                lr=lr,
                 data=spec.data,
-                train=spec.train,
+                train=train,
             )
             trials.setdefault(trial.trial_id, trial)
     return list(trials.values())

@@ -259,6 +259,23 @@ class AdamStatsSpec(Strict):
     rho: PositiveFloat = 0.01
 
 
+class WidthScaling(Strict):
+    """Learning rate and warmup that follow model width: ``train.lr`` and ``train.warmup_steps`` are the settings of
+    a model of width ``reference_d_model``; a model of width d trains with lr·(d/reference)^lr_exponent and
+    round(warmup_steps·(d/reference)^warmup_exponent) warmup steps. An lr grid axis scales the same way (its values
+    are lrs at the reference width). lr ∝ 1/width (exponent −1) is what µP prescribes for Adam's hidden matrices."""
+
+    reference_d_model: PositiveInt
+    lr_exponent: float = -1.0
+    warmup_exponent: float = 0.0
+
+    def lr(self, base: float, d_model: int) -> float:
+        return base * (d_model / self.reference_d_model) ** self.lr_exponent
+
+    def warmup_steps(self, base: int, d_model: int) -> int:
+        return round(base * (d_model / self.reference_d_model) ** self.warmup_exponent)
+
+
 class TrainSpec(Strict):
     batch_size: PositiveInt = 16
     lr: PositiveFloat = 3e-3
@@ -272,6 +289,7 @@ class TrainSpec(Strict):
     log_interval: PositiveInt = 1
     checkpoint_interval: Annotated[int, Field(ge=0)] = 0
     adam_stats: AdamStatsSpec = AdamStatsSpec()
+    width_scaling: WidthScaling | None = None
 
     @model_validator(mode="after")
     def _stats_on_logged_steps(self) -> TrainSpec:

@@ -16,7 +16,9 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""1: the first tables. 2: ``flops`` and ``flops_per_token`` count the LM head; ``params_head`` and ``eval_loss_se``
+added (a version-1 row's flops counts non-embedding parameters only)."""
 METADATA_TABLE = b"scalesweep.table"
 METADATA_VERSION = b"scalesweep.schema_version"
 
@@ -134,6 +136,11 @@ TRIALS = Table(
         _c("params_embedding", i64, "Token (and position) embedding parameters, plus an untied LM head."),
         _c("params_non_embedding", i64, "params_total − params_embedding: the N of Kaplan et al. (2020)."),
         _c(
+            "params_head",
+            i64,
+            "Parameters of an untied LM head (part of params_embedding; 0 when tied to the input embedding).",
+        ),
+        _c(
             "tokens",
             i64,
             "Training tokens D actually consumed: steps × batch_size × seq_len (null for a function run).",
@@ -146,13 +153,29 @@ TRIALS = Table(
         _c("lr", f64, "Peak learning rate."),
         _c("batch_size", i64, "Sequences per optimizer step."),
         _c("warmup_steps", i64, "Linear warmup steps."),
-        _c("flops", f64, "Training compute C = 6·params_non_embedding·tokens (Kaplan convention: non-embedding N)."),
+        _c(
+            "flops",
+            f64,
+            "Training compute C = 6·N·tokens with N = params_non_embedding + the LM head's d_model·vocab_size (tied or "
+            "not): every parameter a token is multiplied by (models/accounting.py). Schema 1 left the head out.",
+        ),
         _c(
             "flops_per_token",
             f64,
-            "6·params_non_embedding + 6·n_layer·seq_len·d_model (Kaplan's forward+backward with attention).",
+            "6·(params_non_embedding + LM head) + 6·n_layer·seq_len·d_model (forward+backward with attention).",
         ),
-        _c("final_eval_loss", f64, "Eval loss (nats/token) on the held-out tokens after the last step."),
+        _c(
+            "final_eval_loss",
+            f64,
+            "Eval loss (nats/token) after the last step, averaged over eval sequences spread across the held-out "
+            "documents.",
+        ),
+        _c(
+            "eval_loss_se",
+            f64,
+            "Standard error of final_eval_loss: sd of the per-sequence mean losses / √(sequences) (the sequence is "
+            "the unit, since tokens within one are correlated).",
+        ),
         _c("min_eval_loss", f64, "Lowest eval loss measured during the trial."),
         _c(
             "final_train_loss",
@@ -167,7 +190,7 @@ TRIALS = Table(
         _c("corpus", s, "Corpus name (python-stdlib, synthetic, or the datasets source)."),
         _c("corpus_fingerprint", s, "Hash of exactly the text that was read."),
         _c("tokenizer", s, "Tokenizer identity (e.g. bpe-1024 or a pretrained name)."),
-        _c("eval_tokens", i64, "Held-out tokens the eval loss is averaged over."),
+        _c("eval_tokens", i64, "Held-out tokens the eval loss is averaged over (whole sequences)."),
         _c("wall_s", f64, "Seconds the trial ran (its own process; excludes scheduling)."),
         _c(
             "tokens_per_s",
@@ -194,6 +217,7 @@ STEPS = Table(
         _c("lr", f64, "Learning rate used for this step."),
         _c("train_loss", f64, "Training loss of this step's batch (nats/token)."),
         _c("eval_loss", f64, "Held-out loss when measured at this step, else null."),
+        _c("eval_loss_se", f64, "Standard error of eval_loss over eval sequences, else null."),
         _c("grad_norm", f64, "Global L2 norm of the gradient before clipping."),
         _c("elapsed_s", f64, "Seconds since the trial started."),
         _c(

@@ -5,6 +5,10 @@ The held-out split is by document and decided by a stable hash of the document's
 index), so the same document is always on the same side, no held-out document is ever trained on, and the tokenizer
 is trained on the training documents only. Every problem with the data is found here, before anything trains, and
 raised as a one-line :class:`DataError`.
+
+Both splits list their documents in a seeded random order (``DOCUMENT_ORDER_SEED``), never in the order files or rows
+come in: the standard library sorted by path puts all codec tables next to each other, and so do datasets whose rows
+are sorted by source. The order is part of the corpus fingerprint, so a different order is a different token cache.
 """
 
 from __future__ import annotations
@@ -20,10 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
+
 from models.data.errors import DataError
 from sweeps.spec import DatasetsCorpus
 
 EVAL_PERCENT = 5
+DOCUMENT_ORDER_SEED = 0
+"""Seed of the random order of documents within each split (recorded in the fingerprint)."""
 STDLIB_SKIP_DIRS = frozenset({"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"})
 TEXT_SUFFIXES = frozenset({".json", ".jsonl", ".txt", ".text", ".csv", ".tsv", ".md"})
 SNIFF_BYTES = 65536  # how much of a text data file is checked for binary content before datasets reads it
@@ -33,6 +41,11 @@ ROWS_PER_BATCH = 1000
 def held_out(key: str) -> bool:
     """Whether the document with this key (relative path or row index) belongs to the held-out split."""
     return int.from_bytes(hashlib.sha256(key.encode()).digest(), "big") % 100 < EVAL_PERCENT
+
+
+def document_order(count: int) -> list[int]:
+    """The seeded random order in which a split's ``count`` documents are listed (a permutation of range(count))."""
+    return [int(i) for i in np.random.default_rng(DOCUMENT_ORDER_SEED).permutation(count)]
 
 
 class Documents(Protocol):
@@ -97,6 +110,7 @@ def python_stdlib(say: Callable[[str], None]) -> TextCorpus:
     if not files:
         raise DataError(f"found no .py files under {root}: this Python ships no stdlib sources; use another corpus")
     hasher = _Hasher()
+    hasher.add(f"document-order:{DOCUMENT_ORDER_SEED}".encode())
     train: list[str] = []
     held: list[str] = []
     undecodable = empty = 0
@@ -113,6 +127,7 @@ def python_stdlib(say: Callable[[str], None]) -> TextCorpus:
             empty += 1
             continue
         (held if held_out(rel) else train).append(text)
+    train, held = ([texts[i] for i in document_order(len(texts))] for texts in (train, held))
     say(f"read python-stdlib: {len(files):,} files, {_size(train) / 1e6:.1f} + {_size(held) / 1e6:.1f} MB")
     info = {
         "python_version": sys.version.split()[0],
@@ -168,6 +183,7 @@ def from_datasets(spec: DatasetsCorpus, cache_dir: Path, say: Callable[[str], No
             f"set data.corpus.text_field to a text field"
         )
     hasher = _Hasher()
+    hasher.add(f"document-order:{DOCUMENT_ORDER_SEED}".encode())
     rows: tuple[list[int], list[int]] = ([], [])  # indices of the training and the held-out documents
     sizes = [0, 0]
     n_rows = empty = 0
@@ -197,7 +213,8 @@ def from_datasets(spec: DatasetsCorpus, cache_dir: Path, say: Callable[[str], No
         },
         "documents": {"train": len(rows[0]), "eval": len(rows[1]), "skipped_empty": empty},
     }
-    train, held = (Split(_Column(column.select(rows[s]), spec.text_field), sizes[s]) for s in (0, 1))
+    ordered = [[side[i] for i in document_order(len(side))] for side in rows]
+    train, held = (Split(_Column(column.select(ordered[s]), spec.text_field), sizes[s]) for s in (0, 1))
     return TextCorpus(spec.path, hasher.hexdigest(), train, held, info)
 
 

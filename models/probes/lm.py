@@ -2,8 +2,8 @@
 
 Runs in any plain Python process (the orchestrator calls it from a Ray task; `scalesweep probe` after the fact).
 
-- **Probe batch**: ``batch`` sequences of the trial's training stream (its first D tokens cut into ``seq_len``
-  sequences), chosen without replacement by ``numpy.random.default_rng(seed).choice``. The seed is saved in the
+- **Probe batch**: ``batch`` of the sequences the trial trains on (`models.train.batch_order`), chosen without
+  replacement by ``numpy.random.default_rng(seed).choice``. The seed is saved in the
   checkpoint; the trial uses its own seed, so every probe of a trial sees the same batch and a change of λ_max between
   steps is a change of the parameters, not of the data.
 - **Loss**: the model's mean next-token loss on that batch, at the checkpoint's parameters. Double backward through
@@ -25,16 +25,16 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from models.checkpoint import load_state, read_probe_meta
 from models.data import TokenStore, prepare_tokens
 from models.probes.curvature import curvature_probe
-from models.train import plan_steps
+from models.train import batch_order, plan_steps
 from sweeps.grid import TrialConfig
 
 
 def probe_batch(trial: TrialConfig, store: TokenStore, size: int, seed: int) -> torch.Tensor:
     """`size` training sequences of `trial` (size × seq_len token ids), drawn as the module docstring says."""
-    n_seq = plan_steps(trial) * trial.train.batch_size
-    rows = np.random.default_rng(seed).choice(n_seq, size=min(size, n_seq), replace=False)
-    sequences = store.train[: n_seq * trial.seq_len].reshape(n_seq, trial.seq_len)
-    return torch.from_numpy(sequences[np.sort(rows)].astype(np.int64))
+    sequences = store.training_sequences(trial.seq_len)
+    trained = batch_order(trial, plan_steps(trial), len(sequences)).ravel()
+    rows = np.random.default_rng(seed).choice(len(trained), size=min(size, len(trained)), replace=False)
+    return torch.from_numpy(sequences[np.sort(trained[rows])].astype(np.int64))
 
 
 def probe_checkpoint(directory: str | Path, device: torch.device | None = None) -> dict[str, Any]:

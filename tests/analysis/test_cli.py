@@ -11,14 +11,15 @@ import pandas as pd
 import pytest
 
 from analysis import AnalysisInputError
-from analysis.cli import fit_main, report_main
+from analysis.cli import FitRequest, fit_main, report_main
 from sweeps.tables import SCHEMA_VERSION
 
 
 def test_fit_prints_and_writes_the_table(tmp_path: Path, gen, capsys: pytest.CaptureFixture[str]) -> None:
     law = gen.Law()
     gen.write_trials(tmp_path / "results", gen.trial_rows(law))
-    code = fit_main(str(tmp_path / "results"), by=None, form="joint", out=str(tmp_path / "fit"), strict=True)
+    request = FitRequest(n_bootstrap=300)
+    code = fit_main(str(tmp_path / "results"), request=request, out=str(tmp_path / "fit"), strict=True)
     assert code == 0
     printed = capsys.readouterr().out
     assert "alpha" in printed and "beta" in printed
@@ -34,7 +35,8 @@ def test_fit_by_group_and_default_output_folder(tmp_path: Path, gen) -> None:
         gen.Law(), seed=2, extra={"weight_decay": 0.1}
     )
     gen.write_trials(tmp_path, rows)
-    assert fit_main(str(tmp_path), by=["weight_decay"], form="N", out=None, strict=False) == 0
+    request = FitRequest(by=("weight_decay",), form="N", n_bootstrap=200)
+    assert fit_main(str(tmp_path), request=request, out=None, strict=False) == 0
     table = pd.read_parquet(tmp_path / "analysis" / "fit.parquet")
     assert list(table["weight_decay"]) == [0.0, 0.1]
 
@@ -43,14 +45,18 @@ def test_fit_by_group_and_default_output_folder(tmp_path: Path, gen) -> None:
     ("options", "message"),
     [
         ({"form": "quadratic"}, "--form quadratic"),
-        ({"by": ["colour"]}, "--by colour"),
+        ({"by": ("colour",)}, "--by colour"),
+        ({"law": "cubic"}, "--law cubic"),
+        ({"n": "embedding"}, "--n embedding"),
+        ({"n_bootstrap": 3}, "--bootstrap 3"),
+        ({"drop_highest": -1}, "--drop-highest -1"),
+        ({"e_given": -1.0}, "--E -1"),
     ],
 )
 def test_fit_bad_options_are_one_line_input_errors(tmp_path: Path, gen, options: dict, message: str) -> None:
     gen.write_trials(tmp_path, gen.trial_rows(gen.Law())[:6])
-    arguments = {"by": None, "form": "joint", "out": None, "strict": False, **options}
     with pytest.raises(AnalysisInputError, match=message) as info:
-        fit_main(str(tmp_path), **arguments)
+        fit_main(str(tmp_path), request=FitRequest(**options), out=None, strict=False)
     assert "\n" not in str(info.value)
 
 
@@ -58,7 +64,7 @@ def test_fit_without_ok_trials_is_an_input_error(tmp_path: Path, gen) -> None:
     rows = [{**r, "status": "failed", "final_eval_loss": None} for r in gen.trial_rows(gen.Law())[:3]]
     gen.write_trials(tmp_path, rows)
     with pytest.raises(AnalysisInputError, match="no ok trials"):
-        fit_main(str(tmp_path), by=None, form="joint", out=None, strict=False)
+        fit_main(str(tmp_path), request=FitRequest(), out=None, strict=False)
 
 
 def _full_results(tmp_path: Path, gen) -> Path:
@@ -116,7 +122,7 @@ def _full_results(tmp_path: Path, gen) -> Path:
 def test_report_writes_self_contained_html_markdown_and_pngs(tmp_path: Path, gen) -> None:
     results = _full_results(tmp_path, gen)
     out = tmp_path / "report"
-    assert report_main(str(results), out_dir=str(out), strict=True) == 0
+    assert report_main(str(results), out_dir=str(out), strict=True, n_bootstrap=50) == 0
     html = (out / "report.html").read_text()
     markdown = (out / "report.md").read_text()
     pngs = sorted(p.name for p in out.glob("*.png"))
@@ -163,8 +169,26 @@ def test_report_on_complexity_control_minima(tmp_path: Path, shared_data: Path, 
     gen.write_trials(tmp_path / "results", rows)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        assert report_main(str(tmp_path / "results"), out_dir=str(tmp_path / "report"), strict=True) == 0
+        assert (
+            report_main(str(tmp_path / "results"), out_dir=str(tmp_path / "report"), strict=True, n_bootstrap=50) == 0
+        )
     markdown = (tmp_path / "report" / "report.md").read_text()
     for label in ("γ=1, λ=1", "γ=0.5, λ=0.1", "std=0.02, λ=0.1"):
         assert label in markdown
-    assert (tmp_path / "report" / "group_exponents.png").is_file()
+    # the exponents figure plots identified estimates only; without any, the report says so instead
+    figure = (tmp_path / "report" / "group_exponents.png").is_file()
+    assert figure != ("No exponent is identified in any group" in markdown)
+
+
+def test_report_of_an_lr_sweep_shows_the_lr_chosen(tmp_path: Path, gen) -> None:
+    law = gen.Law()
+    best = gen.trial_rows(law, seed=1, extra={"lr": 0.01})
+    worse = [
+        {**row, "trial_id": f"{row['trial_id']}-hi", "lr": 0.03, "final_eval_loss": row["final_eval_loss"] * 1.05}
+        for row in best
+    ]
+    gen.write_trials(tmp_path / "results", best + worse)
+    assert report_main(str(tmp_path / "results"), out_dir=str(tmp_path / "report"), strict=True, n_bootstrap=100) == 0
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "Learning rate chosen per size" in markdown and (tmp_path / "report" / "lr_envelope.png").is_file()
+    assert f"{len(best)} trials;" in markdown  # one point per cell: the envelope, not both learning rates

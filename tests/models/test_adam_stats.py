@@ -41,8 +41,8 @@ def _by_hand(trial, store) -> dict[int, tuple[float, float, float]]:
     """The loop's steps written out, with `adam_step_stats` called directly after every EVERY-th update."""
     state = new_state(trial, store.vocab_size, torch.device("cpu"))
     steps = plan_steps(trial)
-    order = batch_order(trial, steps)
-    sequences = store.train[: steps * trial.train.batch_size * trial.seq_len].reshape(-1, trial.seq_len)
+    sequences = store.training_sequences(trial.seq_len)
+    order = batch_order(trial, steps, len(sequences))
     model, optimizer = state.model, state.optimizer
     expected = {}
     for step in range(steps):

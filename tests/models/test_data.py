@@ -16,6 +16,7 @@ from tokenizers import Tokenizer
 
 from models.data import DataError, TokenStore, prepare_tokens
 from models.data.cache import publish
+from models.data.corpora import document_order
 from models.data.synthetic import ZipfMarkov
 from sweeps.spec import DataSpec, SyntheticCorpus
 
@@ -100,7 +101,7 @@ def test_synthetic_entropy_rate_matches_monte_carlo(tmp_path: Path) -> None:
     store = prepare_tokens(spec)
     chain = ZipfMarkov.from_spec(spec.synthetic)
     fresh = chain.sample(1_000_000, np.random.default_rng(12345))
-    for sample in (fresh, np.asarray(store.train), np.asarray(store.eval)):
+    for sample in (fresh, np.asarray(store.train), np.asarray(store.held_out)):
         x = nll(chain, sample)
         assert abs(x.mean() - store.entropy_rate) < 4 * batch_means_se(x)
     # long-run frequencies follow the solved stationary distribution
@@ -143,7 +144,7 @@ def test_synthetic_two_million_tokens_build_fast_and_disjoint(tmp_path: Path) ->
     store = prepare_tokens(synthetic(tmp_path, eval_tokens=65_536))  # the default: V=256, 2,000,000 tokens
     elapsed = time.monotonic() - start
     assert elapsed < 3.0, f"building 2M synthetic tokens took {elapsed:.2f} s"
-    assert len(store.train) == 2_000_000 and len(store.eval) == 65_536
+    assert len(store.train) == 2_000_000 and len(store.held_out) == store.eval_tokens == 65_536
     assert store.train_range == (0, 2_000_000) and store.eval_range == (2_000_000, 2_065_536)
     assert store.train.dtype == np.uint16 and not store.train.flags.writeable
     assert isinstance(store.train, np.memmap) and int(store.train.max()) < store.vocab_size == 256
@@ -156,13 +157,11 @@ def test_synthetic_two_million_tokens_build_fast_and_disjoint(tmp_path: Path) ->
 def test_stdlib_eval_documents_never_in_training(stdlib_store: TokenStore) -> None:
     store = stdlib_store
     assert store.train_range[1] <= store.eval_range[0]
-    assert len(store.eval) == 65_536 and store.corpus == "python-stdlib" and store.tokenizer == "bpe-1024"
+    assert store.eval_tokens == 65_536 and store.corpus == "python-stdlib" and store.tokenizer == "bpe-1024"
     assert store.vocab_size == 1024 and store.eos_id == 0 and store.train[-1] == store.eos_id
     manifest = json.loads((store.path / "manifest.json").read_text())
-    held = manifest["eval_range"]
-    whole = TokenStore.open(store.path, eval_tokens=held[1] - held[0])  # the entire held-out split
     train_docs = documents(np.asarray(store.train), store.eos_id)
-    eval_docs = documents(np.asarray(whole.eval), store.eos_id)
+    eval_docs = documents(np.asarray(store.held_out), store.eos_id)
     assert len(train_docs) == manifest["documents"]["train"] > 600
     assert len(eval_docs) == manifest["documents"]["eval"] > 10
     assert not set(train_docs) & set(eval_docs)
@@ -215,7 +214,7 @@ def test_synthetic_builds_are_deterministic_and_cached(tmp_path: Path) -> None:
     assert other_seed.path != first.path and other_seed.fingerprint != first.fingerprint
     # more tokens with the same seed extend the corpus: the smaller one is a prefix, the eval split is unchanged
     longer = prepare_tokens(synthetic(tmp_path / "a", **{**spec, "tokens": 3_000_000}))
-    assert np.array_equal(longer.train[:50_000], first.train) and np.array_equal(longer.eval, first.eval)
+    assert np.array_equal(longer.train[:50_000], first.train) and np.array_equal(longer.held_out, first.held_out)
 
 
 def test_a_lost_race_keeps_the_winners_entry(tmp_path: Path) -> None:
@@ -253,19 +252,18 @@ def test_concurrent_builds_agree(tmp_path: Path) -> None:
 
 def test_jsonl_dataset_through_datasets(tmp_path: Path, corpus_file: Path, texts: list[str]) -> None:
     store = prepare_tokens(jsonl_spec(tmp_path, [corpus_file], tokenizer={"vocab_size": 5000}))
-    assert store.corpus == "json" and store.tokenizer == "bpe-5000" and len(store.eval) == 64
+    assert store.corpus == "json" and store.tokenizer == "bpe-5000" and store.eval_tokens == 64
     tok = Tokenizer.from_file(str(store.path / "tokenizer.json"))
     # the tiny corpus runs out of merges: the store reports the real vocabulary, not the requested 5000
     assert store.vocab_size == tok.get_vocab_size() < 5000
     assert store.eos_id == tok.token_to_id(EOS)
-    manifest = json.loads((store.path / "manifest.json").read_text())
-    held = manifest["eval_range"]
-    whole = TokenStore.open(store.path, eval_tokens=held[1] - held[0])
     train = [tok.decode(list(d)) for d in documents(np.asarray(store.train), store.eos_id)]
-    held_out = [tok.decode(list(d)) for d in documents(np.asarray(whole.eval), store.eos_id)]
-    # every row lands in exactly one split, in file order, and byte-level BPE round-trips the text
-    assert sorted(train + held_out, key=texts.index) == texts
-    assert train == [t for t in texts if t in set(train)] and 0 < len(held_out) < 40
+    held_out = [tok.decode(list(d)) for d in documents(np.asarray(store.held_out), store.eos_id)]
+    # every row lands in exactly one split and byte-level BPE round-trips the text
+    assert sorted(train + held_out, key=texts.index) == texts and 0 < len(held_out) < 40
+    # each split lists its rows in the seeded random order, not in file order
+    in_file_order = [t for t in texts if t in set(train)]
+    assert train == [in_file_order[i] for i in document_order(len(train))] != in_file_order
     # a hit reads the texts again for the fingerprint but rebuilds nothing
     before = file_state(store)
     assert file_state(prepare_tokens(jsonl_spec(tmp_path, [corpus_file], tokenizer={"vocab_size": 5000}))) == before
@@ -337,7 +335,7 @@ def test_pretrained_tokenizer_from_a_local_directory(tmp_path: Path, corpus_file
     assert store.tokenizer == f"pretrained:{tmp_path / 'tok'}" and store.path != bpe.path
     assert store.eos_id == fast.eos_token_id == bpe.eos_id and store.vocab_size == len(fast) == bpe.vocab_size
     # the same tokenizer, loaded through transformers, gives the same tokens
-    assert np.array_equal(store.train, bpe.train) and np.array_equal(store.eval, bpe.eval)
+    assert np.array_equal(store.train, bpe.train) and np.array_equal(store.held_out, bpe.held_out)
     first = documents(np.asarray(store.train), store.eos_id)[0]
     assert list(first) == fast(fast.decode(list(first)), add_special_tokens=False)["input_ids"]
     assert fast.decode(list(first)) in texts

@@ -101,7 +101,8 @@ def token_store() -> TokenStore:
     train_tokens, eval_tokens = token_stream(TRIAL.tokens, seed=1), token_stream(4 * SEQ_LEN, seed=2)
     return TokenStore(
         train=train_tokens,
-        eval=eval_tokens,
+        held_out=eval_tokens,
+        eval_tokens=len(eval_tokens),
         vocab_size=VOCAB,
         eos_id=None,
         corpus="synthetic",
@@ -148,7 +149,7 @@ def worker(scenario: str, workdir: Path) -> None:
         outcome = {
             "strategy": strategy,
             "rows": [{k: r[k] for k in ("step", "train_loss", "grad_norm")} for r in state.rows],  # not timings
-            "eval_loss": evaluate(state.model, token_store().eval, SEQ_LEN, ctx.device),
+            "eval_loss": evaluate(state.model, token_store().eval_sequences(SEQ_LEN), ctx.device).mean,
             "params_total": count_params(unwrap(state.model)).total,
         }
         (workdir / f"{name}.rank{ctx.rank}.json").write_text(json.dumps(outcome))
@@ -303,7 +304,7 @@ def test_a_two_rank_checkpoint_resumes_on_one_rank(runs: Path) -> None:
 
 
 def test_each_rank_takes_a_contiguous_share_and_together_the_whole_batch() -> None:
-    row = batch_order(TRIAL, STEPS)[3]
+    row = batch_order(TRIAL, STEPS, windows=STEPS * BATCH)[3]
     shares = [local_indices(row, rank=r, world_size=4) for r in range(4)]
     assert [len(s) for s in shares] == [BATCH // 4] * 4
     assert np.array_equal(np.concatenate(shares), row)

@@ -45,13 +45,14 @@ def test_grouped_param_counts_sum_to_numel(arch: str) -> None:
     model = build_lm(LMShape(arch, L, d, 4, T, V))
     counts = count_params(model)
     assert counts.embedding + counts.non_embedding == counts.total == sum(p.numel() for p in model.parameters())
+    assert counts.head_matmul == V * d  # the head multiplies by a d × V matrix, tied or not
     if arch == "llama":  # untied: input and output embeddings
-        assert counts.embedding == 2 * V * d
+        assert counts.embedding == 2 * V * d and counts.head == V * d
         mlp = 16 * -(-8 * d // 3 // 16)
         per_block = 4 * d * d + 3 * d * mlp + 2 * d
         assert counts.non_embedding == L * per_block + d
     else:  # tied head + learned positions
-        assert counts.embedding == V * d + T * d
+        assert counts.embedding == V * d + T * d and counts.head == 0
         per_block = 12 * d * d + 13 * d
         assert counts.non_embedding == L * per_block + 2 * d
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from models.checkpoint import load_state, save_state
-from models.data import prepare_tokens
-from models.train import Report, batch_order, lr_at, plan_steps, train
+from models.data import TokenStore, prepare_tokens
+from models.train import Report, batch_order, evaluate, lr_at, new_state, plan_steps, train
 from sweeps.grid import expand
 from sweeps.spec import parse_spec
 
@@ -43,11 +45,48 @@ def test_lr_schedule_warmup_then_cosine_to_floor() -> None:
     assert lr_at(59, **kw) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 49 / 99)))
 
 
-def test_each_sequence_is_visited_once(trial_and_store) -> None:
-    trial, _ = trial_and_store
+def test_each_sequence_is_visited_once_and_batches_do_not_depend_on_d(trial_and_store) -> None:
+    trial, store = trial_and_store
+    windows = len(store.training_sequences(trial.seq_len))
     steps = plan_steps(trial)
-    order = batch_order(trial, steps)
-    assert sorted(order.ravel().tolist()) == list(range(steps * trial.train.batch_size))
+    order = batch_order(trial, steps, windows)
+    assert len(set(order.ravel().tolist())) == order.size == steps * trial.train.batch_size
+    # drawn from the whole stream, not from its first D tokens
+    assert order.max() >= steps * trial.train.batch_size
+    longer = dataclasses.replace(trial, tokens=4 * trial.tokens)
+    np.testing.assert_array_equal(batch_order(longer, plan_steps(longer), windows)[:steps], order)
+    with pytest.raises(ValueError, match="holds"):
+        batch_order(trial, steps, windows=steps)
+
+
+def test_eval_loss_and_its_standard_error_over_sequences(trial_and_store) -> None:
+    """Known answer: the mean of transformers' own per-sequence losses, and their sd / √n."""
+    trial, store = trial_and_store
+    state = new_state(trial, store.vocab_size, torch.device("cpu"))
+    sequences = store.eval_sequences(trial.seq_len)
+    assert sequences.shape == (2048 // 32, 32)
+    got = evaluate(state.model, sequences, torch.device("cpu"))
+    with torch.no_grad():
+        per_sequence = np.array(
+            [
+                float(state.model(input_ids=s[None], labels=s[None]).loss)
+                for s in torch.from_numpy(sequences.astype(np.int64))
+            ]
+        )
+    assert got.mean == pytest.approx(per_sequence.mean(), rel=1e-6)
+    assert got.se == pytest.approx(per_sequence.std(ddof=1) / math.sqrt(len(per_sequence)), rel=1e-5)
+
+
+def test_eval_windows_spread_over_the_whole_held_out_stream(tmp_path: Path) -> None:
+    raw = {**SPEC, "data": {**SPEC["data"], "cache_dir": str(tmp_path), "eval_tokens": 4096}}
+    held = prepare_tokens(parse_spec(raw).data)  # 4,096 held-out tokens: 128 windows of 32 tie it exactly
+    np.testing.assert_array_equal(held.eval_sequences(32).ravel(), held.held_out)
+    few = TokenStore.open(held.path, eval_tokens=4 * 32 + 5)  # 4 whole windows: the 5 spare tokens are unused
+    all_windows = np.lib.stride_tricks.sliding_window_view(np.asarray(held.held_out), 32)
+    starts = [int(np.flatnonzero((all_windows == w).all(axis=1))[0]) for w in few.eval_sequences(32)]
+    assert starts[0] == 0 and starts[-1] == len(held.held_out) - 32  # from the first window to the last
+    gaps = np.diff(starts)
+    assert gaps.max() - gaps.min() <= 1  # evenly spaced
 
 
 def test_same_seed_same_numbers_and_loss_falls(trial_and_store) -> None:

@@ -49,9 +49,12 @@ def _direct_probe(directory: Path, trial) -> float:
     """λ_max(H) of the checkpoint, the probe batch drawn by the documented rule and `curvature_probe` called here."""
     store = prepare_tokens(trial.data, min_train_tokens=trial.tokens)
     state = load_state(trial, store.vocab_size, directory, torch.device("cpu"))
+    # the sequences the trial trains on: the first steps × batch of a permutation of all windows, by the trial's seed
+    windows = len(store.train) // trial.seq_len
     n_seq = (trial.tokens // (trial.train.batch_size * trial.seq_len)) * trial.train.batch_size
-    rows = np.sort(np.random.default_rng(trial.seed).choice(n_seq, size=BATCH, replace=False))
-    sequences = store.train[: n_seq * trial.seq_len].reshape(n_seq, trial.seq_len)
+    trained = np.random.default_rng(trial.seed).permutation(windows)[:n_seq]
+    rows = np.sort(trained[np.random.default_rng(trial.seed).choice(n_seq, size=BATCH, replace=False)])
+    sequences = store.train[: windows * trial.seq_len].reshape(windows, trial.seq_len)
     batch = torch.from_numpy(sequences[rows].astype(np.int64))
 
     def loss() -> torch.Tensor:

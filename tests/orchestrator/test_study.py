@@ -32,7 +32,10 @@ def test_smoke_study_end_to_end(smoke_run) -> None:
     assert sorted(rows.trial_id) == sorted(t.trial_id for t in trials)
     assert set(rows.status) == {"ok"}
     assert (rows.params_embedding + rows.params_non_embedding == rows.params_total).all()
-    assert (rows.flops == 6 * rows.params_non_embedding * rows.tokens).all()
+    # C = 6·N·D with N the parameters a token is multiplied by: non-embedding plus the (untied) LM head
+    assert (rows.params_head == rows.vocab_size * rows.d_model).all()
+    assert (rows.flops == 6 * (rows.params_non_embedding + rows.params_head) * rows.tokens).all()
+    assert (rows.eval_loss_se > 0).all() and (rows.eval_loss_se < 0.05 * rows.final_eval_loss).all()
     uniform = math.log(spec.data.synthetic.vocab_size)
     assert (rows.final_eval_loss < uniform).all()  # every model beat the uniform predictor
     assert (rows.irreducible_loss < rows.final_eval_loss).all()  # and none beat the entropy rate

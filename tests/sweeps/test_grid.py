@@ -68,3 +68,25 @@ def test_config_round_trip() -> None:
     for trial in expand(spec_with()):
         again = TrialConfig.from_dict(trial.to_dict())
         assert again == trial and again.trial_id == trial.trial_id
+
+
+def test_width_scaling_sets_each_sizes_lr_and_warmup() -> None:
+    rule = {"reference_d_model": 32, "lr_exponent": -1.5, "warmup_exponent": 1.0}
+    spec = spec_with(
+        model={"sizes": ["2x16", "2x32", "2x64"], "head_dim": 16, "seq_len": 32},
+        grid={"tokens": [4096], "lr": [0.01, 0.02]},
+        train={"batch_size": 4, "warmup_steps": 10, "width_scaling": rule},
+    )
+    got = {(t.d_model, round(t.lr, 12), t.train.warmup_steps) for t in expand(spec)}
+    expected = {
+        (d, round(base * (d / 32) ** -1.5, 12), round(10 * d / 32)) for d in (16, 32, 64) for base in (0.01, 0.02)
+    }
+    assert got == expected
+    # A trial's id follows what it computes: the same lr and warmup given by hand give the same id.
+    (scaled,) = [t for t in expand(spec) if t.d_model == 64 and t.lr < 0.005]
+    by_hand = spec_with(
+        model={"sizes": ["2x64"], "head_dim": 16, "seq_len": 32},
+        grid={"tokens": [4096], "lr": [0.01 * 2**-1.5]},
+        train={"batch_size": 4, "warmup_steps": 20},
+    )
+    assert expand(by_hand)[0].trial_id == scaled.trial_id

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from orchestrator.cli import main
+from sweeps.grid import expand
 from sweeps.spec import SpecError, builtin_spec_path, load_spec, parse_spec
 
 VALID = {
@@ -114,12 +115,12 @@ def test_yaml_tags_are_not_executed(tmp_path: Path) -> None:
         load_spec(evil)
 
 
-@pytest.mark.parametrize("name", ["smoke", "laptop", "complexity-control"])
+@pytest.mark.parametrize("name", ["smoke", "laptop", "laptop-text", "complexity-control"])
 def test_ready_made_studies_validate(name: str) -> None:
     spec = load_spec(builtin_spec_path(name))
     assert spec.name == name
-    grid = spec.grid
-    assert len(spec.model.sizes) >= (2 if name == "smoke" else 3)
-    if name != "complexity-control":
-        assert grid.tokens and grid.init and grid.weight_decay and grid.seed  # all four axes present
-        assert len(grid.tokens) >= (2 if name == "smoke" else 3)
+    trials = expand(spec)
+    assert len({(t.n_layer, t.d_model) for t in trials}) >= (2 if name == "smoke" else 4)
+    assert len({t.tokens for t in trials}) >= (2 if name == "smoke" else 3)
+    if name != "laptop-text":  # all four axes: N × D × initialization × weight decay
+        assert len({t.init.label for t in trials}) >= 2 and len({t.weight_decay for t in trials}) >= 2
