@@ -276,6 +276,33 @@ def recovery_curves(thresholds: Sequence[Threshold]) -> Figure:
     return fig
 
 
+def lifting(recovery: pd.DataFrame) -> Figure:
+    """The embedding principle in depth at every solution found by a two-layer tanh student: gradient norms and
+    smallest Hessian eigenvalues of the lifted point against the shallow one, coloured by the samples n."""
+    rows = recovery.dropna(subset=["lifting_grad_norm_shallow"])
+    fig = Figure(figsize=(11, 4.6))
+    axes = fig.subplots(1, 2)
+    norm = LogNorm(vmin=rows["n"].min(), vmax=max(rows["n"].max(), rows["n"].min() + 1))
+    for ax, column, label, scale in (
+        (axes[0], "grad_norm", "‖∇L‖", "log"),
+        (axes[1], "hessian_min", "smallest Hessian eigenvalue", "symlog"),
+    ):
+        x, y = rows[f"lifting_{column}_shallow"], rows[f"lifting_{column}_lifted"]
+        ax.scatter(x, y, c=rows["n"], cmap="viridis", norm=norm, s=18, zorder=3)
+        low, high = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
+        ax.plot([low, high], [low, high], color="grey", lw=0.8, ls="--", label="lifted = shallow")
+        ax.set_xscale(scale)
+        ax.set_yscale(scale)
+        ax.set_xlabel(f"{label} at the solution found")
+        ax.set_ylabel(f"{label} at its lifted point")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    change = rows["lifting_output_change"].max()
+    fig.suptitle(f"Lifting to a deeper network ({len(rows)} runs): outputs change by at most {change:.1e}")
+    fig.colorbar(ScalarMappable(norm=norm, cmap="viridis"), ax=axes.tolist(), label="training samples n")
+    return fig
+
+
 def curvature(probes: pd.DataFrame) -> Figure:
     """Preconditioned and plain λ_max against step beside the stability thresholds 2/η and
     (2+2β1)/((1−β1)η)."""

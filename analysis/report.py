@@ -100,11 +100,36 @@ def build_sections(
                 figures={"recovery": plots.recovery_curves(thresholds)},
             )
         )
+    if "lifting_grad_norm_shallow" in results.recovery and results.recovery["lifting_grad_norm_shallow"].notna().any():
+        sections.append(
+            Section(
+                "Embedding principle in depth",
+                text=[
+                    "Every solution a two-layer tanh student (with biases) found, lifted to a network with a ReLU "
+                    "layer inserted before its hidden layer (arXiv:2205.13283): the outputs are unchanged, a critical "
+                    "point stays critical, and a local minimum's Hessian stays positive semidefinite.",
+                    _lifting_measured(results.recovery),
+                ],
+                figures={"lifting": plots.lifting(results.recovery)},
+            )
+        )
     if len(results.probes):
         sections.append(Section("Curvature probes", figures={"curvature": plots.curvature(results.probes)}))
         if len(results.steps):
             sections.append(_spike_section(results))
     return sections
+
+
+def _lifting_measured(recovery: pd.DataFrame) -> str:
+    rows = recovery.dropna(subset=["lifting_grad_norm_shallow"])
+    ratio = rows["lifting_grad_norm_lifted"] / rows["lifting_grad_norm_shallow"]
+    shallow, lifted = rows["lifting_hessian_min_shallow"], rows["lifting_hessian_min_lifted"]
+    return (
+        f"Measured over {len(rows)} runs: outputs change by at most {rows['lifting_output_change'].max():.1e}; "
+        f"gradient norm lifted ÷ shallow {ratio.min():.3g} to {ratio.max():.3g}; smallest Hessian eigenvalue "
+        f"{shallow.min():.2e} to {shallow.max():.2e} at the solutions found, {lifted.min():.2e} to "
+        f"{lifted.max():.2e} at their lifted points."
+    )
 
 
 def write_report(sections: list[Section], out_dir: Path, *, title: str) -> tuple[Path, Path]:
@@ -265,7 +290,13 @@ def _spike_section(results: Results) -> Section:
     spikes = analyze_spikes(steps, results.probes, rule=DEFAULT_RULE)
     section = Section("Loss spikes and Adam's stability edges", text=[f"Rule: {DEFAULT_RULE.describe()}."])
     # Shares per kind of network: a study may mix networks whose spikes need not share a cause.
-    kinds = results.trials.set_index("trial_id")["architecture"].reindex(probed_trials).fillna("unknown")
+    kinds = pd.concat(
+        [
+            results.trials.set_index("trial_id")["architecture"],
+            ("mlp-" + results.function_runs.set_index("run_id")["activation"]).rename_axis("trial_id"),
+        ]
+    )
+    kinds = kinds[~kinds.index.duplicated()].reindex(probed_trials).fillna("unknown")
     if kinds.nunique() > 1:
         for name, members in kinds.groupby(kinds, sort=True):
             lines = spike_shares(spikes[spikes["trial_id"].isin(members.index)]).lines()

@@ -1,14 +1,15 @@
 """Reading a results directory into validated DataFrames, from a local path or any pyarrow filesystem URI.
 
 A results directory holds one folder per table declared in ``sweeps.tables`` (``trials/``, ``steps/``,
-``probes/``, ``recovery/``), each a set of Parquet files written atomically by the trials. Every file is
-checked against its table's declaration before it is read, so a stray or stale file is named rather than
-silently mixed in. Readers that only need counts (the CLI's ``status``) use ``summarize`` on the loaded
-result.
+``probes/``, ``recovery/``, ``function_runs/``), each a set of Parquet files written atomically by the units of
+work. Every file is checked against its table's declaration before it is read, so a stray or stale file is named
+rather than silently mixed in. Readers that only need counts (the CLI's ``status``) use ``summarize`` on the
+loaded result.
 """
 
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,9 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from analysis.errors import AnalysisInputError
-from sweeps.tables import PROBES, RECOVERY, STEPS, TRIALS, SchemaError, Table
+from sweeps.tables import FUNCTION_RUNS, PROBES, RECOVERY, STEPS, TRIALS, SchemaError, Table
+
+_TABLES = (TRIALS, STEPS, PROBES, RECOVERY, FUNCTION_RUNS)
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class Results:
     steps: pd.DataFrame
     probes: pd.DataFrame
     recovery: pd.DataFrame
+    function_runs: pd.DataFrame
     skipped: tuple[SkippedFile, ...] = field(default=())
 
 
@@ -76,9 +80,10 @@ def load(results: str | Path, *, strict: bool = False) -> Results:
         raise AnalysisInputError(f"{results}: no results directory there (expected trials/, steps/, ... inside)")
     skipped: list[SkippedFile] = []
     frames = {
-        table.name: _read_table(filesystem, f"{root}/{table.name}", table, strict, skipped)
-        for table in (TRIALS, STEPS, PROBES, RECOVERY)
+        table.name: _read_table(filesystem, f"{root}/{table.name}", table, strict=strict, skipped=skipped)
+        for table in _TABLES
     }
+    frames["trials"], frames["function_runs"] = _function_runs_apart(frames["trials"], frames["function_runs"])
     return Results(root=str(results), skipped=tuple(skipped), **frames)
 
 
@@ -87,9 +92,52 @@ def summarize(results: Results) -> Summary:
     trials = results.trials
     by_status = {str(k): int(v) for k, v in trials["status"].value_counts().sort_index().items()}
     ok_losses = trials.loc[trials["status"] == "ok", "final_eval_loss"].dropna()
-    rows = {name: len(getattr(results, name)) for name in ("trials", "steps", "probes", "recovery")}
+    rows = {table.name: len(getattr(results, table.name)) for table in _TABLES}
     best = float(ok_losses.min()) if len(ok_losses) else None
     return Summary(results.root, by_status, rows, best, results.skipped)
+
+
+def _function_runs_apart(trials: pd.DataFrame, runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Schema 2 wrote a spikes study's function runs into ``trials`` (architecture mlp-<activation>, depth and width
+    in n_layer and d_model): read them as the ``function_runs`` rows they are, unless a row of theirs is there."""
+    legacy = trials["architecture"].fillna("").str.startswith("mlp-") if len(trials) else pd.Series(dtype=bool)
+    if not legacy.any():
+        return trials, runs
+    old = trials[legacy]
+    config = old["config_json"].map(lambda text: json.loads(text) if isinstance(text, str) else {})
+    part = config.map(lambda c: c.get("part", {}))
+    moved = pd.DataFrame(
+        {
+            "run_id": old["trial_id"],
+            "study": old["study"],
+            "status": old["status"],
+            "error": old["error"],
+            "activation": old["architecture"].str.removeprefix("mlp-"),
+            "depth": old["n_layer"],
+            "width": old["d_model"],
+            "params": old["params_total"],
+            "task": old["corpus"],
+            "inputs": part.map(lambda p: p.get("task", {}).get("inputs")),
+            "samples": old["batch_size"],
+            "test_samples": part.map(lambda p: p.get("task", {}).get("test_samples")),
+            "seed": old["seed"],
+            "lr": old["lr"],
+            "beta1": part.map(lambda p: (p.get("betas") or [None, None])[0]),
+            "beta2": part.map(lambda p: (p.get("betas") or [None, None])[1]),
+            "steps": old["steps"],
+            "final_train_loss": old["final_train_loss"],
+            "final_test_loss": old["final_eval_loss"],
+            "wall_s": old["wall_s"],
+            "device": old["device"],
+            "config_json": old["config_json"],
+            "versions_json": old["versions_json"],
+            "schema_version": old["schema_version"],
+            "finished_at": old["finished_at"],
+        }
+    )
+    moved = moved[~moved["run_id"].isin(runs["run_id"])]
+    runs = pd.concat([runs, moved], ignore_index=True) if len(runs) else moved.reset_index(drop=True)
+    return trials[~legacy].reset_index(drop=True), runs
 
 
 def _filesystem(results: str) -> tuple[pafs.FileSystem, str]:
@@ -102,7 +150,7 @@ def _filesystem(results: str) -> tuple[pafs.FileSystem, str]:
 
 
 def _read_table(
-    filesystem: pafs.FileSystem, directory: str, table: Table, strict: bool, skipped: list[SkippedFile]
+    filesystem: pafs.FileSystem, directory: str, table: Table, *, strict: bool, skipped: list[SkippedFile]
 ) -> pd.DataFrame:
     selector = pafs.FileSelector(directory, allow_not_found=True)
     files = sorted(

@@ -46,23 +46,25 @@ from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from models.init import apply_init
-from models.lm import LMShape, build_lm
+from models.lm import build_lm
 from models.probes.adam import adam_preconditioner
 from models.probes.curvature import precondition
 from models.probes.hessian import flatten, hessian_operator, unflatten
 from models.probes.lanczos import lanczos
+from sweeps.grid import ModelShape
 
-SHAPE = LMShape("llama", n_layer=2, d_model=64, n_head=2, seq_len=128, vocab_size=1024)
+SHAPE = ModelShape("llama", n_layer=2, d_model=64, head_dim=32, seq_len=128)
+VOCAB = 1024
 PROBE_BATCH, TRAIN_STEPS, SEEDS, TARGET, MAX_ITER = 8, 20, range(3), 1e-3, 100
 Matvec = Callable[[Tensor], Tensor]
 
 
 def trained_model() -> tuple[torch.nn.Module, torch.optim.AdamW, Tensor]:
-    model = build_lm(SHAPE)
+    model = build_lm(SHAPE, VOCAB)
     apply_init(model, d_model=SHAPE.d_model, rate=0.5, std=None, seed=0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, betas=(0.9, 0.95), weight_decay=0.1)
     tokens = torch.randint(
-        SHAPE.vocab_size, (TRAIN_STEPS + 1, PROBE_BATCH, SHAPE.seq_len), generator=torch.Generator().manual_seed(0)
+        VOCAB, (TRAIN_STEPS + 1, PROBE_BATCH, SHAPE.seq_len), generator=torch.Generator().manual_seed(0)
     )
     for batch in tokens[:-1]:
         model(input_ids=batch, labels=batch).loss.backward()

@@ -10,4 +10,4 @@ if ! "$py" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 "$py" benchmarks/gpu_throughput.py
-"$py" -m pytest -m gpu -q -p no:cacheprovider
+"$py" -m pytest -m gpu -q -n 0 -p no:cacheprovider

@@ -17,10 +17,12 @@ import torch
 
 from models.accounting import count_params, flops_per_token
 from models.init import apply_init
-from models.lm import LMShape, build_lm, use_bf16_autocast
+from models.lm import build_lm, use_bf16_autocast
 from models.train import train_step
+from sweeps.grid import ModelShape
 
-SHAPE = LMShape("llama", n_layer=24, d_model=1024, n_head=16, seq_len=1024, vocab_size=32_000)
+SHAPE = ModelShape("llama", n_layer=24, d_model=1024, head_dim=64, seq_len=1024)
+VOCAB = 32_000
 BATCH, WARMUP, STEPS = 8, 3, 10
 
 # bf16 dense tensor-core peaks (FLOP/s) from the vendors' data sheets, by a substring of the device name
@@ -34,7 +36,7 @@ def peak_flops(name: str) -> float | None:
 def measure(model: torch.nn.Module, device: torch.device) -> float:
     """Training tokens per second over STEPS steps after WARMUP."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    batch = torch.randint(0, SHAPE.vocab_size, (BATCH, SHAPE.seq_len), device=device)
+    batch = torch.randint(0, VOCAB, (BATCH, SHAPE.seq_len), device=device)
     for i in range(WARMUP + STEPS):
         if i == WARMUP:
             torch.cuda.synchronize()
@@ -45,7 +47,7 @@ def measure(model: torch.nn.Module, device: torch.device) -> float:
 
 
 def fresh_model(device: torch.device) -> torch.nn.Module:
-    model = build_lm(SHAPE)
+    model = build_lm(SHAPE, VOCAB)
     apply_init(model, d_model=SHAPE.d_model, rate=0.5, std=None, seed=0)
     return model.to(device)
 

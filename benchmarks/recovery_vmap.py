@@ -17,7 +17,7 @@ import torch
 
 from models.probes.recovery import run_batch
 from sweeps.recovery import RecoveryBatch, recovery_batches
-from sweeps.spec import builtin_spec_path, load_spec
+from sweeps.studies import builtin_spec_path, load_spec
 
 CASES = (("recovery-neuron", 0, 6), ("recovery-matrix", 1, 9), ("recovery-tanh", 0, 10))  # (study, setting, n)
 

@@ -24,26 +24,27 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from models.batches import plan_steps
 from models.data import prepare_tokens
 from models.init import apply_init
-from models.lm import LMShape, build_lm
-from models.train import plan_steps
+from models.lm import build_lm
 from orchestrator.study import run_study
 from sweeps.grid import TrialConfig, expand
-from sweeps.spec import StudySpec, builtin_spec_path, load_spec
+from sweeps.spec import StudySpec
+from sweeps.studies import builtin_spec_path, load_spec
 
 
 def bare_seconds_per_step(trial: TrialConfig, vocab_size: int, steps: int = 30, warmup: int = 5) -> float:
     """Seconds per step of a plain PyTorch loop training this trial's model on a fixed batch."""
     torch.set_num_threads(1)
-    model = build_lm(LMShape(trial.architecture, trial.n_layer, trial.d_model, trial.n_head, trial.seq_len, vocab_size))
-    apply_init(model, d_model=trial.d_model, rate=trial.init.rate, std=trial.init.std, seed=trial.seed)
+    model = build_lm(trial.shape, vocab_size)
+    apply_init(model, d_model=trial.shape.d_model, rate=trial.init.rate, std=trial.init.std, seed=trial.seed)
     model.train()
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=trial.lr, betas=trial.train.betas, eps=trial.train.eps, weight_decay=trial.weight_decay
     )
     batch = torch.randint(
-        0, vocab_size, (trial.train.batch_size, trial.seq_len), generator=torch.Generator().manual_seed(0)
+        0, vocab_size, (trial.train.batch_size, trial.shape.seq_len), generator=torch.Generator().manual_seed(0)
     )
     for i in range(warmup + steps):
         if i == warmup:
@@ -67,10 +68,10 @@ def measure_trial_vs_bare(laptop: StudySpec, workdir: Path) -> float:
     run_study(spec, stream=io.StringIO())
     row = pd.read_parquet(Path(spec.results_path) / "trials").iloc[0]
     trial = expand(spec)[0]
-    bare = trial.train.batch_size * trial.seq_len / bare_seconds_per_step(trial, int(row.vocab_size), steps=40)
+    bare = trial.train.batch_size * trial.shape.seq_len / bare_seconds_per_step(trial, int(row.vocab_size), steps=40)
     ratio = row.tokens_per_s / bare
     print(
-        f"(a) {trial.size_label} model, batch {trial.train.batch_size}×{trial.seq_len}: "
+        f"(a) {trial.shape.label} model, batch {trial.train.batch_size}×{trial.shape.seq_len}: "
         f"trial {row.tokens_per_s:,.0f} tokens/s vs bare loop {bare:,.0f} tokens/s → ratio {ratio:.3f} "
         f"(target ≥ 0.95)"
     )
@@ -85,10 +86,10 @@ def measure_study_overhead(laptop: StudySpec, workdir: Path) -> float:
     vocab = prepare_tokens(spec.data).vocab_size
     per_step = {}
     for trial in trials:
-        key = (trial.n_layer, trial.d_model)
+        key = trial.shape
         if key not in per_step:
             per_step[key] = bare_seconds_per_step(trial, vocab)
-    bare_total = sum(plan_steps(t) * per_step[(t.n_layer, t.d_model)] for t in trials)
+    bare_total = sum(plan_steps(t) * per_step[t.shape] for t in trials)
 
     ray.shutdown()  # the study starts its own Ray, as `scalesweep run` does
     started = time.perf_counter()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from models.train import TrainState, new_state
+from models.state import TrainState, new_state
 from sweeps.grid import TrialConfig
 
 STATE_FILE = "state.pt"
@@ -53,14 +53,14 @@ def save_probe_checkpoint(
 ) -> Path:
     """Save `state` with the trial and probe settings that `load_probe_checkpoint` needs; returns ``probe.json``."""
     save_state(state, directory)
-    meta = {"trial": trial.to_dict(), "step": state.step, "probe": asdict(settings)}
+    meta = {"trial": trial.to_config(), "step": state.step, "probe": asdict(settings)}
     return _write_atomically(Path(directory) / PROBE_FILE, lambda tmp: tmp.write_text(json.dumps(meta, indent=1)))
 
 
 def read_probe_meta(directory: str | Path) -> tuple[TrialConfig, int, ProbeSettings]:
     """The trial, step and probe settings of a probe checkpoint (without loading its tensors)."""
     meta = json.loads((Path(directory) / PROBE_FILE).read_text())
-    return TrialConfig.from_dict(meta["trial"]), meta["step"], ProbeSettings(**meta["probe"])
+    return TrialConfig.from_config(meta["trial"]), meta["step"], ProbeSettings(**meta["probe"])
 
 
 def _write_atomically(target: Path, write: Callable[[Path], object]) -> Path:

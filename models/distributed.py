@@ -32,7 +32,7 @@ and their offsets, so a checkpoint loads at any world size), and the loop's book
 JSON from rank 0, written last: the JSON marks a checkpoint complete. Nothing is unpickled on load, which DCP's default
 storage cannot promise: its ``.metadata`` is read with ``pickle.load`` and non-tensor entries with
 ``torch.load(weights_only=False)``. The optimizer's param groups are not saved because they are rebuilt from the trial
-(`models.train.make_optimizer`) and the learning rate is set at every step.
+(`models.state.make_optimizer`) and the learning rate is set at every step.
 
 Torch versions: public ``torch.distributed.fsdp.fully_shard`` and DCP's safetensors storage with per-rank shards are
 recent additions (about 2.6 and 2.8); this module is tested on 2.13 only.
@@ -58,7 +58,7 @@ from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.nn.parallel import DistributedDataParallel
 
 from models.lm import use_bf16_autocast
-from models.train import TrainState, make_optimizer, new_state
+from models.state import TrainState, make_optimizer, new_state
 from sweeps.grid import TrialConfig
 from sweeps.spec import ResourcesSpec
 
@@ -174,7 +174,8 @@ def shard_model(
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The `transformers` model inside `model` (for accounting and probes; train and checkpoint the wrapper)."""
+    """The `transformers` model inside `model` (for accounting and probes; train and checkpoint the wrapper): a DDP
+    wrapper holds it as ``.module``; FSDP2 shards it in place, so it is the model itself."""
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 
@@ -196,7 +197,7 @@ def sharded_state(
 
 
 def local_indices(global_indices: np.ndarray, *, rank: int, world_size: int) -> np.ndarray:
-    """This rank's contiguous share of one step's global batch (a row of `models.train.batch_order`)."""
+    """This rank's contiguous share of one step's global batch (a row of `models.batches.batch_order`)."""
     if len(global_indices) % world_size:
         raise ValueError(
             f"batch_size {len(global_indices)} is not divisible by the world size {world_size}: "

@@ -5,11 +5,12 @@ the loss is small, the gradient shrinks faster than Adam's v̂ (which decays lik
 curvature grows to the stability edge and the loss spikes. Nothing is stochastic after initialization, so a spike
 cannot come from a batch of unusual data.
 
-`train_function_run` trains one `sweeps.spikes.FunctionRun` and returns its rows for the ``trials``, ``steps`` and
-``probes`` tables (`sweeps.tables`). It measures the inline Adam statistics (`models.probes.adam.adam_step_stats`)
-after every ``adam_stats.every``-th update and probes the state after every ``probes.every``-th update with
-`models.probes.curvature.curvature_probe` on the training set itself (the loss that training descends), with the
-optimizer's live state, so a probe row at step s describes exactly the parameters and v̂ of update s.
+`train_function_run` trains one `sweeps.spikes.FunctionRun` and returns its rows for the ``function_runs``,
+``steps`` and ``probes`` tables (`sweeps.tables`). It measures the inline Adam statistics
+(`models.probes.adam.adam_step_stats`) after every ``adam_stats.every``-th update and probes the state after every
+``probes.every``-th update with `models.probes.curvature.curvature_probe` on the training set itself (the loss that
+training descends), with the optimizer's live state, so a probe row at step s describes exactly the parameters and
+v̂ of update s.
 Training is float64: the loss reaches 1e-6 and below, where float32 rounding would be mistaken for spikes.
 """
 
@@ -25,9 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from models.probes.adam import adam_step_stats
+from models.probes.adam import adam_columns, adam_step_stats
 from models.probes.curvature import curvature_probe
-from models.train import adam_columns
 from sweeps.spikes import FCNetwork, FunctionRun, SineTask
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU}
@@ -35,9 +35,10 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"tanh": nn.Tanh, "relu": nn.R
 
 @dataclass(frozen=True)
 class FunctionRunRows:
-    """What one run produced: its trials row (without study-level bookkeeping), steps rows and probes rows."""
+    """What one run produced: its ``function_runs`` row (without study-level bookkeeping), steps rows and probes
+    rows."""
 
-    trial: dict[str, Any]
+    run: dict[str, Any]
     steps: list[dict[str, Any]]
     probes: list[dict[str, Any]]
 
@@ -88,7 +89,7 @@ def train_function_run(run: FunctionRun) -> FunctionRunRows:
         value = float(loss.detach())
         steps.append(
             {
-                "trial_id": run.trial_id,
+                "trial_id": run.run_id,
                 "step": step,
                 "lr": run.lr,
                 "train_loss": value,
@@ -102,32 +103,28 @@ def train_function_run(run: FunctionRun) -> FunctionRunRows:
             break
         if step % part.probes.every == 0:
             probe = curvature_probe(training_loss, params, optimizer, top_k=part.probes.top_k, seed=run.seed)
-            probes.append({"trial_id": run.trial_id, "step": step, **probe.columns()})
+            probes.append({"trial_id": run.run_id, "step": step, **probe.columns()})
     with torch.no_grad():
         test_loss = float((model(x_test).squeeze(-1) - y_test).pow(2).mean()) if status == "ok" else None
-    n_params = sum(p.numel() for p in params)
-    trial = {
-        "trial_id": run.trial_id,
+    row = {
+        "run_id": run.run_id,
         "status": status,
         "error": f"non-finite training loss at step {len(steps)}" if status == "diverged" else None,
-        "architecture": f"mlp-{part.network.activation}",
-        "n_layer": part.network.depth,
-        "d_model": part.network.width,
-        "params_total": n_params,
-        "params_embedding": 0,
-        "params_non_embedding": n_params,
-        "steps": len(steps),
+        "activation": part.network.activation,
+        "depth": part.network.depth,
+        "width": part.network.width,
+        "params": sum(p.numel() for p in params),
+        "task": f"sine(d={part.task.inputs},n={part.task.samples},seed={part.task.seed})",
+        "inputs": part.task.inputs,
+        "samples": part.task.samples,
+        "test_samples": part.task.test_samples,
         "seed": run.seed,
         "lr": run.lr,
-        "weight_decay": 0.0,
-        "batch_size": part.task.samples,
-        "warmup_steps": 0,
-        "final_eval_loss": test_loss,
+        "beta1": part.betas[0],
+        "beta2": part.betas[1],
+        "steps": len(steps),
         "final_train_loss": steps[-1]["train_loss"],
-        "min_eval_loss": test_loss,
-        "corpus": f"sine(d={part.task.inputs},n={part.task.samples},seed={part.task.seed})",
+        "final_test_loss": test_loss,
         "wall_s": time.perf_counter() - started,
-        "workers": 1,
-        "parallelism": "single",
     }
-    return FunctionRunRows(trial, steps, probes)
+    return FunctionRunRows(row, steps, probes)

@@ -1,8 +1,9 @@
 """How to build a language model of a given shape: a `transformers` causal LM from a config, no weights downloaded.
 
-This module knows shapes only (OLMo-core's model ladder keeps "a model of size X" apart from "a run for it"); the
-initialization scheme lives in `models.init`, the accounting in `models.accounting`. Dropout is off everywhere, because
-a scaling-law trial trains for one epoch and dropout would only add noise to the loss.
+This module knows shapes only (OLMo-core's model ladder keeps "a model of size X" apart from "a run for it"):
+a `sweeps.grid.ModelShape`, the one description of a shape a trial carries, and the vocabulary size of its token
+store. The initialization scheme lives in `models.init`, the accounting in `models.accounting`. Dropout is off
+everywhere, because a scaling-law trial trains for one epoch and dropout would only add noise to the loss.
 
 Shapes: ``llama`` uses a SwiGLU MLP of width round_up(8/3·d_model, 16) (LLaMA's 2/3·4d, so the MLP costs what a 4d GELU
 MLP costs) and untied input/output embeddings; ``gpt2`` uses a 4·d_model GELU MLP, learned positions and a tied LM head.
@@ -11,39 +12,27 @@ MLP costs) and untied input/output embeddings; ``gpt2`` uses a 4·d_model GELU M
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
+from sweeps.grid import ModelShape
+
 ARCHITECTURES = ("llama", "gpt2")
-
-
-@dataclass(frozen=True)
-class LMShape:
-    architecture: str
-    n_layer: int
-    d_model: int
-    n_head: int
-    seq_len: int
-    vocab_size: int
-
-    @property
-    def head_dim(self) -> int:
-        return self.d_model // self.n_head
 
 
 def llama_mlp_width(d_model: int) -> int:
     return 16 * math.ceil(8 * d_model / 3 / 16)
 
 
-def build_lm(shape: LMShape) -> PreTrainedModel:
-    """A freshly constructed causal LM of `shape` (float32, on the current default device)."""
-    if shape.d_model % shape.n_head:
-        raise ValueError(f"d_model {shape.d_model} is not divisible by n_head {shape.n_head}")
+def build_lm(shape: ModelShape, vocab_size: int) -> PreTrainedModel:
+    """A freshly constructed causal LM of `shape` with `vocab_size` embedding rows (float32, on the current default
+    device)."""
+    if shape.d_model % shape.head_dim:
+        raise ValueError(f"d_model {shape.d_model} is not divisible by head_dim {shape.head_dim}")
     if shape.architecture == "llama":
         config = LlamaConfig(
-            vocab_size=shape.vocab_size,
+            vocab_size=vocab_size,
             hidden_size=shape.d_model,
             intermediate_size=llama_mlp_width(shape.d_model),
             num_hidden_layers=shape.n_layer,
@@ -57,7 +46,7 @@ def build_lm(shape: LMShape) -> PreTrainedModel:
         model_cls: type[PreTrainedModel] = LlamaForCausalLM
     elif shape.architecture == "gpt2":
         config = GPT2Config(
-            vocab_size=shape.vocab_size,
+            vocab_size=vocab_size,
             n_embd=shape.d_model,
             n_layer=shape.n_layer,
             n_head=shape.n_head,

@@ -1,12 +1,10 @@
 """The training loop of one trial: a pure step function and a loop that reads like a table of contents (nanodo).
 
 Everything here runs in a plain Python process; the Ray trainable only hands a :class:`TrialConfig` in and receives
-reports through the ``on_report`` callback. A trial is reproducible: the seed fixes the initialization and the data
-order; there is no dropout. The data order is a seeded permutation of *every* ``seq_len`` window of the training
-stream, and a trial of D tokens takes its first D / seq_len windows, once each. So the data of a trial is a uniform
-sample of the corpus at every D (not the first D tokens of one stream), a larger D contains every window of a smaller
-one, and the batch of step k is the same whatever D is. The state needed to resume mid-trial bit for bit (weights,
-optimizer, step, logged rows, elapsed time) is a :class:`TrainState`, saved and loaded by `models.checkpoint`.
+reports through the ``on_report`` callback. A trial is reproducible: the seed fixes the initialization
+(`models.state.new_state`) and the data order (`models.batches`); there is no dropout. The state needed to resume
+mid-trial bit for bit (weights, optimizer, step, logged rows, elapsed time) is a `models.state.TrainState`, saved
+and loaded by `models.checkpoint`.
 
 The eval loss is the mean next-token loss over the store's eval sequences (windows spread over the whole held-out
 stream, `TokenStore.eval_sequences`); its standard error treats the sequence as the unit, since tokens within a
@@ -25,7 +23,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -33,25 +31,14 @@ import torch
 from torch import nn
 
 from models.accounting import count_params, flops_per_token, training_flops
+from models.batches import batch_order, plan_steps
 from models.data import TokenStore
-from models.init import apply_init
-from models.lm import LMShape, build_lm
-from models.probes.adam import AdamStepStats, adam_step_stats
+from models.distributed import unwrap
+from models.probes.adam import AdamStepStats, adam_columns, adam_step_stats
+from models.state import TrainState, new_state
 from sweeps.grid import TrialConfig
 
 EVAL_BATCH = 32
-
-
-@dataclass
-class TrainState:
-    """Everything that changes during training; enough to resume a trial exactly."""
-
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    step: int = 0
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    train_seconds: float = 0.0
-    elapsed_offset: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -85,14 +72,6 @@ class TrialOutcome:
     status: str
     error: str | None
     row: dict[str, Any]
-
-
-def make_optimizer(model: nn.Module, trial: TrialConfig) -> torch.optim.Optimizer:
-    """AdamW with decoupled weight decay on matrices and embeddings; biases and norm gains are not decayed."""
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": trial.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=trial.lr, betas=trial.train.betas, eps=trial.train.eps)
 
 
 def lr_at(step: int, *, peak: float, warmup: int, total: int, schedule: str, min_ratio: float) -> float:
@@ -158,32 +137,6 @@ def evaluate(model: nn.Module, sequences: np.ndarray, device: torch.device) -> E
     return EvalLoss(float(losses.mean()), se)
 
 
-def plan_steps(trial: TrialConfig) -> int:
-    return trial.tokens // (trial.train.batch_size * trial.seq_len)
-
-
-def batch_order(trial: TrialConfig, steps: int, windows: int) -> np.ndarray:
-    """Window indices of each step (steps × batch_size): the first steps × batch_size entries of a seeded
-    permutation of all `windows` training windows (module docstring), so step k's batch does not depend on D."""
-    n_seq = steps * trial.train.batch_size
-    if n_seq > windows:
-        raise ValueError(f"{n_seq:,} training sequences asked of a stream that holds {windows:,}")
-    order = np.random.default_rng(trial.seed).permutation(windows)[:n_seq]
-    return order.reshape(steps, trial.train.batch_size)
-
-
-def new_state(trial: TrialConfig, vocab_size: int, device: torch.device) -> TrainState:
-    torch.manual_seed(trial.seed)
-    model = build_lm(shape_of(trial, vocab_size))
-    apply_init(model, d_model=trial.d_model, rate=trial.init.rate, std=trial.init.std, seed=trial.seed)
-    model.to(device).train()
-    return TrainState(model=model, optimizer=make_optimizer(model, trial))
-
-
-def shape_of(trial: TrialConfig, vocab_size: int) -> LMShape:
-    return LMShape(trial.architecture, trial.n_layer, trial.d_model, trial.n_head, trial.seq_len, vocab_size)
-
-
 def train(
     trial: TrialConfig,
     store: TokenStore,
@@ -207,11 +160,11 @@ def train(
     state = state or new_state(trial, store.vocab_size, device)
     steps = plan_steps(trial)
     # a view of the memory-mapped stream: each step reads only its own sequences
-    sequences = store.training_sequences(trial.seq_len)
+    sequences = store.training_sequences(trial.shape.seq_len)
     order = batch_order(trial, steps, len(sequences))
-    eval_sequences = store.eval_sequences(trial.seq_len)
+    eval_sequences = store.eval_sequences(trial.shape.seq_len)
     started = time.perf_counter() - state.elapsed_offset
-    tokens_per_step = trial.train.batch_size * trial.seq_len
+    tokens_per_step = trial.train.batch_size * trial.shape.seq_len
     checkpoint_every = trial.train.checkpoint_interval
     stats = trial.train.adam_stats
     diverged = False
@@ -272,27 +225,16 @@ def train(
     )
 
 
-def adam_columns(stats: AdamStepStats | None) -> dict[str, float]:
-    """The steps-table columns of the inline Adam statistics (none when the step did not measure them)."""
-    if stats is None:
-        return {}
-    return {
-        "adam_critical_share": stats.critical_share,
-        "adam_median_g2_over_v": stats.median_g2_over_v,
-        "update_rms": stats.update_rms,
-    }
-
-
 def config_columns(trial: TrialConfig) -> dict[str, Any]:
     """The trials-table columns known before training (also written for a failed trial)."""
     return {
         "trial_id": trial.trial_id,
-        "architecture": trial.architecture,
-        "n_layer": trial.n_layer,
-        "d_model": trial.d_model,
-        "n_head": trial.n_head,
-        "head_dim": trial.head_dim,
-        "seq_len": trial.seq_len,
+        "architecture": trial.shape.architecture,
+        "n_layer": trial.shape.n_layer,
+        "d_model": trial.shape.d_model,
+        "n_head": trial.shape.n_head,
+        "head_dim": trial.shape.head_dim,
+        "seq_len": trial.shape.seq_len,
         "init_rate": trial.init.rate,
         "init_std": trial.init.std,
         "weight_decay": trial.weight_decay,
@@ -315,11 +257,11 @@ def summary_row(
     shard: Shard,
 ) -> dict[str, Any]:
     """The trials-table row of a finished trial (the caller adds study-level bookkeeping columns)."""
-    counts = count_params(getattr(state.model, "module", state.model))  # a DDP wrapper holds the model as .module
+    counts = count_params(unwrap(state.model))
     evals = [r for r in state.rows if r["eval_loss"] is not None]
     final_eval = evals[-1] if evals and status == "ok" else None
     recent = [r["train_loss"] for r in state.rows if r["step"] > state.step - trial.train.eval_interval]
-    tokens = state.step * trial.train.batch_size * trial.seq_len
+    tokens = state.step * trial.train.batch_size * trial.shape.seq_len
     return {
         **config_columns(trial),
         "status": status,
@@ -332,7 +274,9 @@ def summary_row(
         "tokens": tokens,
         "steps": state.step,
         "flops": training_flops(counts, tokens),
-        "flops_per_token": flops_per_token(counts, n_layer=trial.n_layer, seq_len=trial.seq_len, d_model=trial.d_model),
+        "flops_per_token": flops_per_token(
+            counts, n_layer=trial.shape.n_layer, seq_len=trial.shape.seq_len, d_model=trial.shape.d_model
+        ),
         "final_eval_loss": final_eval["eval_loss"] if final_eval else None,
         "eval_loss_se": final_eval["eval_loss_se"] if final_eval else None,
         "min_eval_loss": min(r["eval_loss"] for r in evals) if evals else None,
@@ -341,7 +285,7 @@ def summary_row(
         "corpus": store.corpus,
         "corpus_fingerprint": store.fingerprint,
         "tokenizer": store.tokenizer,
-        "eval_tokens": store.eval_tokens // trial.seq_len * trial.seq_len,
+        "eval_tokens": store.eval_tokens // trial.shape.seq_len * trial.shape.seq_len,
         "wall_s": wall_s,
         "workers": shard.workers,
         "parallelism": shard.parallelism,

@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from sweeps.base import SpecError
 from sweeps.errors import InputError
-from sweeps.spec import SpecError, builtin_spec_path, load_spec
+from sweeps.studies import load_spec, resolve_spec
 
 EXIT_BAD_INPUT = 2
 JOB_PREFIX = "raysubmit_"  # the Ray Jobs API's submission ids
@@ -22,14 +23,6 @@ JOB_PREFIX = "raysubmit_"  # the Ray Jobs API's submission ids
 
 class UsageError(InputError):
     """Input the user must fix; printed as one line, exit code 2."""
-
-
-def resolve_spec(name_or_path: str) -> Any:
-    """A spec file path, or the name of a ready-made study (laptop, smoke, complexity-control)."""
-    path = Path(name_or_path)
-    if not path.exists() and builtin_spec_path(name_or_path).is_file():
-        path = builtin_spec_path(name_or_path)
-    return load_spec(path)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -48,17 +41,13 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 
 
 def _run(spec: Any, args: argparse.Namespace) -> int:
-    if spec.kind == "recovery":
-        from orchestrator.recovery import run_recovery_study as run
-    elif spec.kind == "spikes":
-        from orchestrator.spikes import run_spikes_study as run
-    else:
-        from orchestrator.study import run_study as run
-    result = run(spec, address=args.address, max_concurrent=args.max_concurrent)
+    from orchestrator.study import run_study
+
+    result = run_study(spec, address=args.address, max_concurrent=args.max_concurrent)
     print(result.summary())
     if result.failed:
         print(
-            f"scalesweep: {result.failed} trial(s) failed; their rows in {result.results}/trials have status "
+            f"scalesweep: {result.failed} {result.noun} failed; their rows in {result.results} have status "
             "'failed' and an error column; rerun the same command to retry them",
             file=sys.stderr,
         )
@@ -67,23 +56,15 @@ def _run(spec: Any, args: argparse.Namespace) -> int:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from orchestrator.plan import format_plan, plan, planned_vocab_size
-    from orchestrator.results import ResultsDir
-    from sweeps.grid import expand
+    from orchestrator.study import plan_text
 
     spec = resolve_spec(args.spec)
-    results = ResultsDir.at(args.results or spec.results_path)
-    print(f"study {spec.name} → {results.uri}")
-    if spec.kind == "recovery":
-        from orchestrator.recovery import recovery_plan_text
+    if args.results:
+        spec = spec.model_copy(update={"results": args.results})
+    from orchestrator.results import ResultsDir
 
-        print(recovery_plan_text(spec, results))
-    elif spec.kind == "spikes":
-        from orchestrator.spikes import spikes_plan_text
-
-        print(spikes_plan_text(spec, results))
-    else:
-        print(format_plan(plan(expand(spec), results.trial_statuses(), planned_vocab_size(spec.data))))
+    print(f"study {spec.name} → {ResultsDir.at(spec.results_path).uri}")
+    print(plan_text(spec))
     return 0
 
 

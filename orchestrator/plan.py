@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import torch
 
 from models.accounting import ParamCounts, count_params, training_flops
-from models.lm import LMShape, build_lm
-from models.train import plan_steps
-from sweeps.grid import TrialConfig
+from models.batches import plan_steps
+from models.lm import build_lm
+from sweeps.grid import ModelShape, TrialConfig
 from sweeps.spec import BPETokenizer, DataSpec, PretrainedTokenizer
 
 
@@ -49,18 +49,17 @@ def planned_vocab_size(data: DataSpec) -> int:
 
 
 @functools.cache
-def _counts(shape: LMShape) -> ParamCounts:
+def _counts(shape: ModelShape, vocab_size: int) -> ParamCounts:
     with torch.device("meta"):
-        return count_params(build_lm(shape))
+        return count_params(build_lm(shape, vocab_size))
 
 
 def plan(trials: list[TrialConfig], statuses: dict[str, str], vocab_size: int) -> list[PlannedTrial]:
     rows = []
     for t in trials:
-        shape = LMShape(t.architecture, t.n_layer, t.d_model, t.n_head, t.seq_len, vocab_size)
-        counts = _counts(shape)
+        counts = _counts(t.shape, vocab_size)
         steps = plan_steps(t)
-        tokens = steps * t.train.batch_size * t.seq_len
+        tokens = steps * t.train.batch_size * t.shape.seq_len
         rows.append(
             PlannedTrial(
                 t,
@@ -104,9 +103,9 @@ def format_plan(rows: list[PlannedTrial]) -> str:
         lines.append(
             (
                 t.trial_id,
-                t.architecture,
-                t.size_label,
-                str(t.n_head),
+                t.shape.architecture,
+                t.shape.label,
+                str(t.shape.n_head),
                 f"{r.params_non_embedding:,}",
                 f"{r.params_compute:,}",
                 f"{r.params_total:,}",

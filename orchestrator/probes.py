@@ -35,9 +35,10 @@ from typing import Any
 import ray
 
 from models.checkpoint import PROBE_FILE, ProbeSettings, read_probe_meta, save_probe_checkpoint
-from models.train import TrainState
+from models.state import TrainState
 from orchestrator.results import ResultsDir
 from sweeps.grid import TrialConfig
+from sweeps.spec import CurvatureProbeSpec
 from sweeps.tables import PROBES
 
 PROBE_CPUS = 0.5
@@ -117,11 +118,11 @@ def start_queue() -> tuple[Any, str]:
 
 
 def probe_hook(
-    trial: TrialConfig, results: ResultsDir, settings: dict[str, Any], queue_name: str
+    trial: TrialConfig, results: ResultsDir, settings: CurvatureProbeSpec, queue_name: str
 ) -> Callable[[TrainState], None]:
     """What a trial calls at a probe step: save the probe checkpoint, hand it to the queue, return at once."""
     queue = ray.get_actor(queue_name)
-    probe = ProbeSettings(batch=settings["batch"], top_k=settings["top_k"], seed=trial.seed)
+    probe = ProbeSettings(batch=settings.batch, top_k=settings.top_k, seed=trial.seed)
 
     def save_and_submit(state: TrainState) -> None:
         directory = checkpoint_dir(results, trial.trial_id, state.step)

@@ -63,20 +63,33 @@ class ResultsDir:
         fs, root = self._fs()
         self._write_atomically(fs, root.rstrip("/"), name, lambda sink: sink.write(text.encode()))
 
-    def _write_atomically(self, fs: pafs.FileSystem, directory: str, name: str, write: Callable[[Any], object]) -> None:
-        """Write under a hidden temporary name, then move into place; on failure nothing partial stays visible."""
-        tmp = f"{directory}/.{name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
+    def check_writable(self) -> None:
+        """Write and remove a hidden file, so that a location that cannot be written is refused before any work
+        (tokenizing a corpus can take minutes) and before anything visible is written."""
+        fs, root = self._fs()
+        self._write_atomically(fs, root.rstrip("/"), None, lambda sink: sink.write(b"scalesweep"))
+
+    def _write_atomically(
+        self, fs: pafs.FileSystem, directory: str, name: str | None, write: Callable[[Any], object]
+    ) -> None:
+        """Write under a hidden temporary name, then move into place as ``name`` (None: remove it instead); on
+        failure nothing partial stays visible."""
+        tmp = f"{directory}/.{name or 'write-check'}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
         try:
             fs.create_dir(directory, recursive=True)
             with fs.open_output_stream(tmp) as sink:
                 write(sink)
-            fs.move(tmp, f"{directory}/{name}")
+            if name is None:
+                fs.delete_file(tmp)
+            else:
+                fs.move(tmp, f"{directory}/{name}")
         except OSError as err:
             _remove_quietly(fs, tmp)
             reason = err.strerror or str(err).splitlines()[0]
+            where = f"{directory}/{name}" if name else f"in {directory}"
             raise ResultsError(
-                f"cannot write {directory}/{name}: {reason}; check the permissions and free space of the results "
-                "location, or choose another with --results"
+                f"cannot write {where}: {reason}; check the permissions and free space of the results location, or "
+                "choose another with --results"
             ) from err
         except BaseException:
             _remove_quietly(fs, tmp)
@@ -93,20 +106,29 @@ class ResultsDir:
             and not info.base_name.startswith(".")
         )
 
-    def trial_statuses(self) -> dict[str, str]:
-        """trial_id → status for every readable trials file; unreadable files are left out (status reports them)."""
+    def statuses(self, table: Table = TRIALS) -> dict[str, str]:
+        """key → status of every row of ``table`` in a readable file (a table without a status column: every row
+        is finished, its status "ok"); unreadable files are left out (``scalesweep status`` reports them)."""
         fs, _ = self._fs()
-        statuses = {}
-        for path in self.table_files(TRIALS):
+        key = table.key[0]
+        has_status = "status" in table.names
+        statuses: dict[str, str] = {}
+        for path in self.table_files(table):
             try:
-                table = pq.read_table(path, columns=["trial_id", "status"], filesystem=fs)
+                data = pq.read_table(path, columns=[key, "status"] if has_status else [key], filesystem=fs)
             except (OSError, ValueError, KeyError):
                 continue
-            statuses.update(zip(table["trial_id"].to_pylist(), table["status"].to_pylist(), strict=True))
+            keys = data[key].to_pylist()
+            values = data["status"].to_pylist() if has_status else ["ok"] * len(keys)
+            statuses.update(zip(keys, values, strict=True))
         return statuses
 
-    def finished_ids(self) -> set[str]:
-        return {tid for tid, status in self.trial_statuses().items() if status in FINISHED}
+    def trial_statuses(self) -> dict[str, str]:
+        return self.statuses(TRIALS)
+
+    def finished_ids(self, table: Table = TRIALS) -> set[str]:
+        """Keys of ``table`` whose row is finished (ok or diverged): a rerun skips them."""
+        return {key for key, status in self.statuses(table).items() if status in FINISHED}
 
 
 def _remove_quietly(fs: pafs.FileSystem, path: str) -> None:

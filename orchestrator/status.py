@@ -1,6 +1,7 @@
 """``scalesweep status``: what a results directory holds, read from its Parquet (never from Ray).
 
-A trial with a steps file but no trials row is running, or was interrupted; its last logged step is shown.
+A trial (or function run) with a steps file but no row yet is running, or was interrupted; its last logged step is
+shown.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ def status_text(location: str, *, strict: bool = False) -> str:
     lines = summarize(results).lines()
     trials = results.trials
     steps = results.steps
-    unfinished = sorted(set(steps.trial_id) - set(trials.trial_id)) if len(steps) else []
+    ended = set(trials.trial_id) | set(results.function_runs.run_id)
+    unfinished = sorted(set(steps.trial_id) - ended) if len(steps) else []
     if unfinished:
         last = steps[steps.trial_id.isin(unfinished)].groupby("trial_id").step.max()
         lines.append(

@@ -1,12 +1,13 @@
-"""Running a study: spec → unfinished cells → one Ray Tune grid → Parquet.
+"""Running a study, whatever its kind: spec → units of work → the unfinished ones → their executors → Parquet.
 
-The steps, in order, each before any trial starts: expand the grid, read which trial ids already have a finished row
-(those are skipped, so a rerun is a no-op and a grown axis runs only its new cells), write the resolved spec, and build
-or reuse the token cache (which also checks that the corpus holds the largest D). Then one ``Tuner`` runs the remaining
-cells as a ``tune.grid_search`` over their configs, one trial per cell, with per-trial resources, a concurrency limit,
-``FailureConfig`` retries from the trial's last checkpoint, and a single progress line. With ``probes.curvature`` the
-study also starts a probe queue (`orchestrator.probes`) and returns only when every probe its trials handed off is
-written (or has failed: a failed probe is reported, its checkpoint kept for ``scalesweep probe``).
+One driver for every kind of study (``sweeps.studies``). Before anything starts or is written, it expands the spec
+into its units of work, reads which unit ids already have a finished row in each unit type's table (those are
+skipped, so a rerun is a no-op and a grown axis runs only its new units), checks that the results location can be
+written (and, on a cluster, reached from every node), and lets each type's runner
+(`orchestrator.runners`) check what it needs (the language-model trials build or reuse their token cache, which also
+checks that the corpus holds the largest D). Then it writes the resolved spec to ``RESULTS/spec.yaml``, starts Ray
+and hands each type's unfinished units to its runner: the Tune grid for language-model trials (`orchestrator.lm`),
+bounded Ray tasks for the others (`orchestrator.tasks`), each with the same progress line. It returns the counts.
 """
 
 from __future__ import annotations
@@ -16,25 +17,21 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import TextIO
 
-from models.data import prepare_tokens
-from orchestrator.plan import plan
-from orchestrator.results import FINISHED, ResultsDir
+from orchestrator.results import ResultsDir
+from orchestrator.runner import Runner
+from orchestrator.runners import RUNNERS
 from orchestrator.storage import check_results_storage
-from sweeps.grid import expand
-from sweeps.spec import ResourcesSpec, SpecError, StudySpec, dump_spec
-
-# Trials keep the driver's working directory, so relative paths in a spec mean the same thing inside a trial.
-os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
-# Tune's newer output engine prints its own tables whatever the verbosity; the legacy engine with a silent reporter
-# leaves the terminal to our single progress line.
-os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+from sweeps.base import StudyBase, Unit
+from sweeps.studies import dump_spec, units_of
+from sweeps.tables import TABLES
 
 
 @dataclass(frozen=True)
 class StudyResult:
+    """What a run of a study did, counted in unit ids (trials, tasks, function runs)."""
+
     results: str
     total: int
     skipped: int
@@ -43,17 +40,30 @@ class StudyResult:
     diverged: int
     failed: int
     wall_s: float
+    noun: str = "trials"
 
     def summary(self) -> str:
         return (
-            f"{self.total} trials: {self.skipped} already finished, {self.ran} ran "
+            f"{self.total} {self.noun}: {self.skipped} already finished, {self.ran} ran "
             f"({self.ok} ok, {self.diverged} diverged, {self.failed} failed) in {self.wall_s:.0f}s → {self.results}"
         )
 
 
-# What a distributed trial's driver reserves: memory only, so its workers can take every CPU (Ray rejects an all-zero
-# resource request).
-DRIVER_MEMORY = 256 * 2**20
+@dataclass(frozen=True)
+class Part:
+    """The units of one type of a study, the runner of that type, and those left to run."""
+
+    runner: Runner
+    units: list[Unit]
+    todo: list[Unit]
+
+    @property
+    def ids(self) -> list[str]:
+        return [i for unit in self.units for i in unit.unit_ids]
+
+    @property
+    def todo_ids(self) -> list[str]:
+        return [i for unit in self.todo for i in unit.unit_ids]
 
 
 def _single_node_on_loopback() -> None:
@@ -89,139 +99,78 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> None:
         )
 
 
-def open_results(location: str, address: str | None, per_trial: dict[str, float]) -> ResultsDir:
-    """The study's results location, refused before anything is written if cluster nodes could not all reach it.
-
-    On a cluster (`address` given) Ray is joined first and a node-local path is refused; a private local Ray is one
-    node, so any local path will do.
-    """
-    results = ResultsDir.at(location)
-    if address:
-        start_ray(address)
-        check_results_storage(results.uri, trial_resources=per_trial)
-    return results
+def study_parts(spec: StudyBase, results: ResultsDir) -> list[Part]:
+    """The study's units grouped by type (in the order they first appear), with what is left of each to run."""
+    by_type: dict[type, list[Unit]] = {}
+    for unit in units_of(spec):
+        by_type.setdefault(type(unit), []).append(unit)
+    parts = []
+    for kind, units in by_type.items():
+        finished = results.finished_ids(TABLES[kind.TABLE])
+        todo = [left for unit in units if (left := unit.pending(finished)) is not None]
+        parts.append(Part(RUNNERS[kind], units, todo))
+    return parts
 
 
 def run_study(
-    spec: StudySpec,
+    spec: StudyBase,
     *,
     address: str | None = None,
     max_concurrent: int | None = None,
     stream: TextIO | None = None,
-    write_spec: bool = True,
 ) -> StudyResult:
-    """Run the unfinished trials of ``spec`` (module docstring). ``write_spec=False`` leaves ``spec.yaml`` to a caller
-    whose study this one is a part of (the lm part of a spikes study)."""
-    import ray
-    from ray import tune
-
-    from orchestrator.probes import start_queue
-    from orchestrator.progress import ProgressLine, SilentReporter
-    from orchestrator.trainable import run_distributed_trial, run_trial
-
+    """Run the unfinished units of ``spec`` (module docstring)."""
     stream = stream or sys.stderr
     started = time.monotonic()
-    res = spec.resources
-    per_trial = {"CPU": res.cpus_per_trial * res.workers, "GPU": res.gpus_per_trial * res.workers}
-    results = open_results(spec.results_path, address, per_trial)
-    if spec.probes and spec.probes.curvature and not results.is_local:
-        raise SpecError(
-            f"probes.curvature: probe checkpoints need a local or NFS results path (got {results.uri}); "
-            "run the probes on a mounted path"
-        )
-    trials = expand(spec)
-    statuses = results.trial_statuses()
-    todo = [t for t in trials if statuses.get(t.trial_id) not in FINISHED]
-    if write_spec:
-        results.write_text("spec.yaml", dump_spec(spec))
 
     def say(message: str) -> None:
         print(f"[{spec.name}] {message}", file=stream, flush=True)
 
-    store = prepare_tokens(spec.data, min_train_tokens=max(t.tokens for t in trials), progress=say)
+    results = ResultsDir.at(spec.results_path)
+    parts = study_parts(spec, results)
+    if address:
+        start_ray(address)
+        per_unit = {
+            name: max(part.runner.resources(spec, part.units).get(name, 0.0) for part in parts)
+            for name in ("CPU", "GPU")
+        }
+        check_results_storage(results.uri, trial_resources=per_unit)
+    results.check_writable()
+    for part in parts:
+        part.runner.prepare(spec, part.units, results=results, say=say)
+    results.write_text("spec.yaml", dump_spec(spec))
+    noun = parts[0].runner.noun if len(parts) == 1 else "units"
+    total = sum(len(part.ids) for part in parts)
+    todo = sum(len(part.todo_ids) for part in parts)
     if not todo:
-        say(f"nothing to run: all {len(trials)} trials are finished in {results.uri}")
-        return StudyResult(results.uri, len(trials), len(trials), 0, 0, 0, 0, time.monotonic() - started)
-
-    planned = plan(todo, statuses, store.vocab_size)
-    say(
-        f"running {len(todo)} of {len(trials)} trials ({len(trials) - len(todo)} already finished), "
-        f"{sum(p.flops for p in planned):.3g} FLOPs"
-    )
+        say(f"nothing to run: all {total} {noun} are finished in {results.uri}")
+        return StudyResult(results.uri, total, total, 0, 0, 0, 0, time.monotonic() - started, noun)
     start_ray(address)
-    curvature = spec.probes.curvature if spec.probes else None
-    queue, queue_name = start_queue() if curvature else (None, None)
-    progress = ProgressLine(spec.name, {p.trial.trial_id: p.flops for p in planned}, stream)
-    if res.workers == 1:
-        trainable = tune.with_resources(run_trial, {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial})
-    else:  # the trial only drives a Ray Train run whose workers hold the CPUs and GPUs
-        trainable = tune.with_resources(run_distributed_trial, {"cpu": 0, "memory": DRIVER_MEMORY})
-        max_concurrent = max_concurrent or res.max_concurrent or _distributed_slots(res)
-    tuner = tune.Tuner(
-        trainable,
-        param_space={
-            "trial": tune.grid_search([t.to_dict() for t in todo]),
-            "results": results.uri,
-            "torch_threads": res.torch_threads or max(1, int(res.cpus_per_trial)),
-            "use_gpu": res.gpus_per_trial > 0,
-            "workers": res.workers,
-            "cpus_per_worker": res.cpus_per_trial,
-            "gpus_per_worker": res.gpus_per_trial,
-            "fsdp_min_params": res.fsdp_min_params,
-            "retries": res.retries,
-            "probes": curvature.model_dump() if curvature else None,
-            "probe_queue": queue_name,
-        },
-        tune_config=tune.TuneConfig(
-            max_concurrent_trials=max_concurrent or res.max_concurrent,
-            reuse_actors=True,
-            trial_name_creator=_trial_name,
-            trial_dirname_creator=_trial_name,
-        ),
-        run_config=tune.RunConfig(
-            name=datetime.now(timezone.utc).strftime("run-%Y%m%d-%H%M%S"),
-            storage_path=results.path("tune"),
-            failure_config=tune.FailureConfig(max_failures=res.retries),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            verbose=0,
-            callbacks=[progress],
-            progress_reporter=SilentReporter(),
-        ),
-    )
-    try:
-        tuner.fit()
-    finally:
-        progress.close()
-    if queue is not None:  # the trials handed their probes off; the study is done when the probes are
-        unfinished = ray.get(queue.unfinished.remote())
-        if unfinished:
-            say(f"training done; waiting for {unfinished} curvature probe(s) still running or queued")
-        say(ray.get(queue.drain.remote()).line())
-        ray.kill(queue)
-    after = results.trial_statuses()
-    outcomes = [after.get(t.trial_id, "failed") for t in todo]
+    statuses: dict[str, str] = {}
+    for part in parts:
+        if part.todo:
+            say(f"running {len(part.todo_ids)} of {len(part.ids)} {part.runner.noun}")
+            statuses.update(
+                part.runner.execute(spec, part.todo, results=results, max_concurrent=max_concurrent, stream=stream)
+            )
+    outcomes = list(statuses.values())
     return StudyResult(
         results.uri,
-        len(trials),
-        len(trials) - len(todo),
-        len(todo),
+        total,
+        total - todo,
+        todo,
         outcomes.count("ok"),
         outcomes.count("diverged"),
-        outcomes.count("failed"),
+        todo - outcomes.count("ok") - outcomes.count("diverged"),
         time.monotonic() - started,
+        noun,
     )
 
 
-def _distributed_slots(res: ResourcesSpec) -> int:
-    """How many k-worker trials the cluster can hold at once, so waiting drivers do not pile up (Ray Train's advice)."""
-    import ray
-
-    available = ray.cluster_resources()
-    slots = available.get("CPU", 0) // (res.workers * res.cpus_per_trial)
-    if res.gpus_per_trial:
-        slots = min(slots, available.get("GPU", 0) // (res.workers * res.gpus_per_trial))
-    return max(1, int(slots))
-
-
-def _trial_name(trial: object) -> str:
-    return trial.config["trial"]["trial_id"]  # type: ignore[attr-defined]
+def plan_text(spec: StudyBase) -> str:
+    """The dry run of the study: each type of unit's plan against what its results already hold."""
+    results = ResultsDir.at(spec.results_path)
+    return "\n".join(
+        part.runner.plan_text(spec, part.units, results.statuses(TABLES[type(part.units[0]).TABLE]))
+        for part in study_parts(spec, results)
+    )

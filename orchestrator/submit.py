@@ -60,7 +60,7 @@ class SubmitError(InputError):
 def submit_study(spec: str, *, address: str, results: str | None) -> str:
     """Submit the study `spec` (a spec file under the current directory, or a ready-made study's name) to the
     cluster whose dashboard is at `address`; return the submission id (``raysubmit_…``)."""
-    from orchestrator.cli import resolve_spec
+    from sweeps.studies import resolve_spec
 
     workdir = Path.cwd().resolve()
     study = resolve_spec(spec)

@@ -1,21 +1,41 @@
-"""Plain Ray tasks with a bound on how many are in flight, and one progress line: the engine of the studies that
-are not Tune grids (recovery studies, the function part of a spikes study).
+"""Plain Ray tasks with a bound on how many are in flight: the executor of units that are not Tune trials (recovery
+batches, function runs).
 
-Without a bound every task would be submitted at once and "running" would mean "queued"; the default bound is the
-number of tasks the cluster can run side by side. A task that fails (after Ray's own retries) is reported on one line
-and recorded as its exception; the others go on.
+Each unit crosses into its Ray task as one typed object, a :class:`TaskRun` (the unit's JSON form and where the
+results go), and comes back as a map of its ids to their statuses. Without a bound every task would be submitted at
+once and "running" would mean "queued"; the default bound is the number of tasks the cluster can run side by side.
+A task that fails (after Ray's own retries) is reported on one line and its ids counted as failed; the others go on.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, TextIO, TypeVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, TextIO
 
 import ray
 
-from orchestrator.progress import TaskProgress
+from orchestrator.progress import Progress
+from orchestrator.results import ResultsDir
+from sweeps.base import TaskResources, Unit
 
-Item = TypeVar("Item")
+TaskBody = Callable[..., dict[str, str]]
+"""``body(TaskRun config, *, threads)`` → unit id → status (ok, diverged or failed)."""
+
+
+@dataclass(frozen=True)
+class TaskRun:
+    """What one Ray task is handed: a unit (its ``to_config`` form) and the results location it writes to."""
+
+    unit: dict[str, Any]
+    results: str
+
+    def to_config(self) -> dict[str, Any]:
+        return {"unit": self.unit, "results": self.results}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> TaskRun:
+        return cls(unit=config["unit"], results=config["results"])
 
 
 def _cpu_slots(cpus_per_task: float) -> int:
@@ -24,54 +44,94 @@ def _cpu_slots(cpus_per_task: float) -> int:
 
 
 def run_bounded(
-    study: str,
-    items: Sequence[Item],
-    function: Callable[..., Any],
-    arguments: Callable[[Item], tuple[Any, ...]],
+    units: Sequence[Unit],
+    body: TaskBody,
     *,
+    results: str,
     cpus: float,
     retries: int,
     limit: int | None,
-    unit: str,
-    stream: TextIO,
-    size: Callable[[Item], int] = lambda _: 1,
-    describe: Callable[[Item], str] = lambda _: "a task",
-) -> list[tuple[Item, Any]]:
-    """Run ``function(*arguments(item), threads=T)`` as a Ray task for every item, at most ``limit`` in flight
-    (default: as many as the cluster has slots for), in order of submission.
+    progress: Progress,
+) -> dict[str, str]:
+    """Run ``body`` as a Ray task for every unit, at most ``limit`` in flight (default: as many as the cluster has
+    slots for), in order of submission; returns the status of every unit id.
 
     Each task takes ``cpus`` CPUs, is retried ``retries`` times by Ray, and is told to use T = ⌊cpus⌋ (at least 1)
-    torch threads. Returns (item, result) in order of completion, the result being the task's return value or the
-    ``ray.exceptions.RayError`` it failed with. ``size`` counts an item in ``unit``s for the progress line (a batch
-    of seeds counts as its seeds); ``describe`` names a failed item in its one-line report.
+    torch threads. A unit counts as its ids on the progress line (a batch of seeds counts as its seeds).
     """
-    remote = ray.remote(function).options(num_cpus=cpus, max_retries=retries)
+    remote = ray.remote(body).options(num_cpus=cpus, max_retries=retries)
     threads = max(1, int(cpus))
     limit = limit or _cpu_slots(cpus)
-    progress = TaskProgress(study, sum(size(item) for item in items), stream, unit=unit)
-    queue = list(items)
-    running: dict[ray.ObjectRef, Item] = {}
-    outcomes: list[tuple[Item, Any]] = []
-    done = failed = 0
+    queue = list(units)
+    running: dict[ray.ObjectRef, Unit] = {}
+    statuses: dict[str, str] = {}
 
     def submit() -> None:
         while queue and len(running) < limit:
-            item = queue.pop(0)
-            running[remote.remote(*arguments(item), threads=threads)] = item
+            unit = queue.pop(0)
+            running[remote.remote(TaskRun(unit.to_config(), results).to_config(), threads=threads)] = unit
 
     submit()
     while running:
         ready, _ = ray.wait(list(running), num_returns=1)
-        item = running.pop(ready[0])
+        unit = running.pop(ready[0])
         try:
-            result = ray.get(ready[0])
+            statuses.update(ray.get(ready[0]))
         except ray.exceptions.RayError as err:
-            result = err
-            failed += size(item)
-            print(f"[{study}] {describe(item)} failed: {str(err).strip().splitlines()[-1]}", file=stream)
-        done += size(item)
-        outcomes.append((item, result))
+            statuses.update(dict.fromkeys(unit.unit_ids, "failed"))
+            ids = ", ".join(unit.unit_ids[:3]) + (" …" if len(unit.unit_ids) > 3 else "")
+            print(f"[{progress.study}] {ids} failed: {str(err).strip().splitlines()[-1]}", file=progress.stream)
         submit()
-        progress.draw(done, failed, len(running))
+        done = list(statuses.values())
+        progress.update(
+            done=len(done),
+            running=sum(len(u.unit_ids) for u in running.values()),
+            failed=done.count("failed"),
+            diverged=done.count("diverged"),
+            cost_done=len(done),
+        )
+        progress.draw(force=True)
     progress.close()
-    return outcomes
+    return statuses
+
+
+class TaskStudy(Protocol):
+    """A study whose units run as Ray tasks: its spec has ``sweeps.base.TaskResources``."""
+
+    name: str
+    resources: TaskResources
+
+
+class TaskRunner:
+    """The ``Runner`` of units that run as bounded Ray tasks (``orchestrator.runner``): a subclass names its
+    ``noun``, its task ``body`` and its ``plan_text``; the spec's ``resources`` are ``sweeps.base.TaskResources``."""
+
+    noun: ClassVar[str]
+    body: ClassVar[TaskBody]
+
+    def resources(self, spec: TaskStudy, units: list[Any]) -> dict[str, float]:
+        return {"CPU": spec.resources.cpus_per_task}
+
+    def prepare(self, spec: TaskStudy, units: list[Any], *, results: ResultsDir, say: Callable[[str], None]) -> None:
+        """Nothing to check: a task draws its problem, it reads no data."""
+
+    def execute(
+        self,
+        spec: TaskStudy,
+        units: list[Any],
+        *,
+        results: ResultsDir,
+        max_concurrent: int | None,
+        stream: TextIO,
+    ) -> dict[str, str]:
+        resources = spec.resources
+        total = sum(len(unit.unit_ids) for unit in units)
+        return run_bounded(
+            units,
+            type(self).body,
+            results=results.uri,
+            cpus=resources.cpus_per_task,
+            retries=resources.retries,
+            limit=max_concurrent or resources.max_concurrent,
+            progress=Progress(spec.name, total, noun=self.noun, cost=total, stream=stream),
+        )

@@ -22,6 +22,7 @@ import json
 import platform
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import partial
 from importlib import metadata
@@ -35,18 +36,46 @@ from ray import tune
 from models.checkpoint import load_state, save_state
 from models.data import prepare_tokens
 from models.lm import use_bf16_autocast
-from models.train import Report, Shard, TrainState, config_columns, new_state, train
+from models.state import TrainState, new_state
+from models.train import Report, Shard, config_columns, train
 from orchestrator.probes import probe_hook
 from orchestrator.results import ResultsDir
 from sweeps.grid import TrialConfig
 from sweeps.tables import SCHEMA_VERSION, STEPS, TRIALS
 
 
+@dataclass(frozen=True)
+class TrialRun:
+    """What one Tune trial is handed: its trial (with its resources and probe settings), where its results go, and
+    the name of the study's probe queue (when it is probed)."""
+
+    trial: TrialConfig
+    results: str
+    probe_queue: str | None = None
+
+    def to_config(self) -> dict[str, Any]:
+        return {"trial": self.trial.to_config(), "results": self.results, "probe_queue": self.probe_queue}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> TrialRun:
+        return cls(TrialConfig.from_config(config["trial"]), config["results"], config["probe_queue"])
+
+    @property
+    def torch_threads(self) -> int:
+        res = self.trial.resources
+        return res.torch_threads or max(1, int(res.cpus_per_trial))
+
+    @property
+    def use_gpu(self) -> bool:
+        return self.trial.resources.gpus_per_trial > 0
+
+
 def run_trial(config: dict[str, Any]) -> None:
-    """A single-process trial, run inside its Tune actor."""
-    trial = TrialConfig.from_dict(config["trial"])
-    torch.set_num_threads(config["torch_threads"])
-    device = torch.device("cuda") if config["use_gpu"] and torch.cuda.is_available() else torch.device("cpu")
+    """A single-process trial, run inside its Tune actor (``config["run"]`` is a ``TrialRun``)."""
+    run = TrialRun.from_config(config["run"])
+    trial = run.trial
+    torch.set_num_threads(run.torch_threads)
+    device = torch.device("cuda") if run.use_gpu and torch.cuda.is_available() else torch.device("cpu")
     store = prepare_tokens(trial.data, min_train_tokens=trial.tokens)
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
@@ -62,20 +91,20 @@ def run_trial(config: dict[str, Any]) -> None:
             save_state(state, directory)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
-    results = ResultsDir(config["results"])
-    probes = config.get("probes")
-    on_probe = probe_hook(trial, results, probes, config["probe_queue"]) if probes else None
+    results = ResultsDir(run.results)
+    curvature = trial.probes.curvature if trial.probes else None
+    on_probe = probe_hook(trial, results, curvature, run.probe_queue) if curvature and run.probe_queue else None
     _train_and_record(
         trial,
-        results,
-        store,
-        state,
-        device,
-        Shard(),
-        tune.report,
-        save_and_report,
-        True,
-        probe_every=probes["every"] if probes else 0,
+        results=results,
+        store=store,
+        state=state,
+        device=device,
+        shard=Shard(),
+        report=tune.report,
+        save_and_report=save_and_report,
+        writes_results=True,
+        probe_every=curvature.every if on_probe else 0,
         on_probe=on_probe,
     )
 
@@ -86,18 +115,20 @@ def run_distributed_trial(config: dict[str, Any]) -> None:
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    trial_id = config["trial"]["trial_id"]
-    per_worker = {"CPU": config["cpus_per_worker"], "GPU": config["gpus_per_worker"]}
+    run = TrialRun.from_config(config["run"])
+    res = run.trial.resources
     trainer = TorchTrainer(
         train_worker,
         train_loop_config=config,
         scaling_config=ScalingConfig(
-            num_workers=config["workers"], use_gpu=config["use_gpu"], resources_per_worker=per_worker
+            num_workers=res.workers,
+            use_gpu=run.use_gpu,
+            resources_per_worker={"CPU": res.cpus_per_trial, "GPU": res.gpus_per_trial},
         ),
         run_config=RunConfig(
-            name=trial_id,
-            storage_path=ResultsDir(config["results"]).path("train"),
-            failure_config=FailureConfig(max_failures=config["retries"]),
+            name=run.trial.trial_id,
+            storage_path=ResultsDir(run.results).path("train"),
+            failure_config=FailureConfig(max_failures=res.retries),
             callbacks=[TuneReportCallback()],
         ),
     )
@@ -118,8 +149,9 @@ def train_worker(config: dict[str, Any]) -> None:
         sharded_state,
     )
 
-    trial = TrialConfig.from_dict(config["trial"])
-    torch.set_num_threads(config["torch_threads"])
+    run = TrialRun.from_config(config["run"])
+    trial = run.trial
+    torch.set_num_threads(run.torch_threads)
     ctx = setup_process_group(ray.train.torch.get_device())
     store = prepare_tokens(trial.data, min_train_tokens=trial.tokens)
     state, strategy = sharded_state(
@@ -127,7 +159,7 @@ def train_worker(config: dict[str, Any]) -> None:
         store.vocab_size,
         ctx,
         mixed_precision=ctx.device.type == "cuda",
-        min_params_for_fsdp=config["fsdp_min_params"],
+        min_params_for_fsdp=trial.resources.fsdp_min_params,
     )
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
@@ -148,19 +180,20 @@ def train_worker(config: dict[str, Any]) -> None:
 
     _train_and_record(
         trial,
-        ResultsDir(config["results"]),
-        store,
-        state,
-        ctx.device,
-        shard,
-        ray.train.report,
-        save_and_report,
-        ctx.is_main,
+        results=ResultsDir(run.results),
+        store=store,
+        state=state,
+        device=ctx.device,
+        shard=shard,
+        report=ray.train.report,
+        save_and_report=save_and_report,
+        writes_results=ctx.is_main,
     )
 
 
 def _train_and_record(
     trial: TrialConfig,
+    *,
     results: ResultsDir,
     store: Any,
     state: TrainState | None,
@@ -169,7 +202,6 @@ def _train_and_record(
     report: Callable[[dict[str, Any]], None],
     save_and_report: Callable[[TrainState, dict[str, Any]], None],
     writes_results: bool,
-    *,
     probe_every: int = 0,
     on_probe: Callable[[TrainState], None] | None = None,
 ) -> None:
@@ -211,11 +243,11 @@ def _train_and_record(
 
 def _bookkeeping(trial: TrialConfig, row: dict[str, Any], device: torch.device) -> dict[str, Any]:
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    return bookkeeping(row, trial.study, trial.to_dict(), device_name)
+    return bookkeeping(row, trial.study, trial.to_config(), device_name)
 
 
 def bookkeeping(row: dict[str, Any], study: str, config: dict[str, Any], device: str) -> dict[str, Any]:
-    """Add the study-level columns every trials row carries (an lm trial's or a function run's)."""
+    """Add the study-level columns every row of trials and function_runs carries."""
     return {
         **row,
         "study": study,

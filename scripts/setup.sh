@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up scalesweep in ./.venv on a fresh machine (Python >= 3.10 with pip and venv is all it needs).
 #   bash scripts/setup.sh          the package and its command `scalesweep`
-#   bash scripts/setup.sh --test   the same plus the test tools (pytest, hypothesis, ruff)
+#   bash scripts/setup.sh --test   the same plus the test tools (pytest, pytest-xdist, hypothesis, ruff)
 # On a Linux machine without an NVIDIA GPU, the CPU build of torch is installed first, so pip never pulls the
 # multi-GB CUDA build; with a GPU (or on macOS) pip takes torch from PyPI within pyproject.toml's range.
 set -euo pipefail

@@ -1,40 +1,55 @@
-"""From a spec to its trials: grid expansion and trial identity.
+"""From a language-model spec to its trials: grid expansion, the model shape and trial identity.
 
-A trial's identity is a short hash of its resolved *semantic* config — what it trains and how — and not of resources,
-paths, the study name, how often it checkpoints or whether it measures Adam statistics (those read the state and
-change no number; Marin's executor hashes a step's versioned config the same way).
-So re-running a study skips the ids that already have a finished row, adding a value to an axis runs only the new cells,
-and changing a training setting changes every affected id (old rows stay, never mixed with new ones).
+A trial's identity is a short hash (``sweeps.base.content_id``) of its resolved *semantic* config — what it trains
+and how — and not of resources, paths, the study name, how often it checkpoints or whether it measures Adam
+statistics (those read the state and change no number). So re-running a study skips the ids that already have a
+finished row, adding a value to an axis runs only the new cells, and changing a training setting changes every
+affected id (old rows stay, never mixed with new ones).
 
 Expansion order is deterministic: model sizes, then cases (if any), then the crossed axes in AXES order.
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
-from sweeps.spec import AXES, DataSpec, Init, StudySpec, TrainSpec
+from sweeps.base import content_id
+from sweeps.spec import AXES, DataSpec, Init, LMStudyBody, ProbesSpec, ResourcesSpec, StudySpec, TrainSpec
 
 # Bump when what a config computes changes, so old ids cannot be confused with new ones. 2: documents in a seeded
 # random order, a trial's sequences drawn from the whole training stream, eval windows across all held-out documents.
 ID_VERSION = 2
-ID_LENGTH = 12
 
 
 @dataclass(frozen=True)
-class TrialConfig:
-    """One cell of the grid, fully resolved."""
+class ModelShape:
+    """The shape of a language model, all that `models.lm.build_lm` needs besides the vocabulary size."""
 
-    study: str
     architecture: str
     n_layer: int
     d_model: int
     head_dim: int
     seq_len: int
+
+    @property
+    def n_head(self) -> int:
+        return self.d_model // self.head_dim
+
+    @property
+    def label(self) -> str:
+        return f"{self.n_layer}x{self.d_model}"
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """One cell of the grid, fully resolved: the unit of work of a language-model study (one Tune trial)."""
+
+    TABLE: ClassVar[str] = "trials"
+
+    study: str
+    shape: ModelShape
     tokens: int
     init: Init
     weight_decay: float
@@ -42,14 +57,10 @@ class TrialConfig:
     lr: float
     data: DataSpec
     train: TrainSpec
-
-    @property
-    def n_head(self) -> int:
-        return self.d_model // self.head_dim
-
-    @property
-    def size_label(self) -> str:
-        return f"{self.n_layer}x{self.d_model}"
+    resources: ResourcesSpec = field(default_factory=ResourcesSpec)
+    """Where and how the trial runs (not part of its identity)."""
+    probes: ProbesSpec | None = None
+    """What the trial hands to curvature probes (not part of its identity: probes only read the state)."""
 
     def semantic(self) -> dict[str, Any]:
         """The fields that decide what the trial computes: the input of the trial id."""
@@ -58,11 +69,11 @@ class TrialConfig:
         train = self.train.model_dump(mode="json", exclude={"lr", "checkpoint_interval", "adam_stats", "width_scaling"})
         return {
             "id_version": ID_VERSION,
-            "architecture": self.architecture,
-            "n_layer": self.n_layer,
-            "d_model": self.d_model,
-            "head_dim": self.head_dim,
-            "seq_len": self.seq_len,
+            "architecture": self.shape.architecture,
+            "n_layer": self.shape.n_layer,
+            "d_model": self.shape.d_model,
+            "head_dim": self.shape.head_dim,
+            "seq_len": self.shape.seq_len,
             "tokens": self.tokens,
             "init": self.init.model_dump(mode="json"),
             "weight_decay": self.weight_decay,
@@ -74,73 +85,86 @@ class TrialConfig:
 
     @property
     def trial_id(self) -> str:
-        blob = json.dumps(self.semantic(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:ID_LENGTH]
+        return content_id(self.semantic())
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe form, for a Ray Tune config and the trials table's config_json."""
+    @property
+    def unit_ids(self) -> tuple[str, ...]:
+        return (self.trial_id,)
+
+    def pending(self, finished: set[str]) -> TrialConfig | None:
+        """This trial if it has no finished row, else None."""
+        return None if self.trial_id in finished else self
+
+    def to_config(self) -> dict[str, Any]:
+        """JSON-safe form, for a Ray Tune trial and the trials table's ``config_json``."""
         return {
             "study": self.study,
             "trial_id": self.trial_id,
             **self.semantic(),
             "data": self.data.model_dump(mode="json"),
             "train": self.train.model_dump(mode="json"),
+            "resources": self.resources.model_dump(mode="json"),
+            "probes": None if self.probes is None else self.probes.model_dump(mode="json"),
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrialConfig:
+    def from_config(cls, config: dict[str, Any]) -> TrialConfig:
         return cls(
-            study=d["study"],
-            architecture=d["architecture"],
-            n_layer=d["n_layer"],
-            d_model=d["d_model"],
-            head_dim=d["head_dim"],
-            seq_len=d["seq_len"],
-            tokens=d["tokens"],
-            init=Init(**d["init"]),
-            weight_decay=d["weight_decay"],
-            seed=d["seed"],
-            lr=d["lr"],
-            data=DataSpec.model_validate(d["data"]),
-            train=TrainSpec.model_validate(d["train"]),
+            study=config["study"],
+            shape=ModelShape(
+                config["architecture"], config["n_layer"], config["d_model"], config["head_dim"], config["seq_len"]
+            ),
+            tokens=config["tokens"],
+            init=Init(**config["init"]),
+            weight_decay=config["weight_decay"],
+            seed=config["seed"],
+            lr=config["lr"],
+            data=DataSpec.model_validate(config["data"]),
+            train=TrainSpec.model_validate(config["train"]),
+            resources=ResourcesSpec.model_validate(config.get("resources") or {}),
+            probes=None if config.get("probes") is None else ProbesSpec.model_validate(config["probes"]),
         )
 
 
-def _axis_values(spec: StudySpec) -> list[dict[str, Any]]:
+def _axis_values(body: LMStudyBody) -> list[dict[str, Any]]:
     """Every combination of the axis values: the cases crossed with the list axes (defaults where unset)."""
-    grid = spec.grid
-    defaults = {"weight_decay": [0.0], "seed": [0], "lr": [spec.train.lr], "init": [Init(std=0.02)]}
+    grid = body.grid
+    defaults = {"weight_decay": [0.0], "seed": [0], "lr": [body.train.lr], "init": [Init(std=0.02)]}
     crossed = [a for a in AXES if a not in grid.case_axes]
     lists = [getattr(grid, a) if getattr(grid, a) is not None else defaults[a] for a in crossed]
     cases = [{a: getattr(c, a) for a in grid.case_axes} for c in grid.cases] if grid.cases else [{}]
     return [{**case, **dict(zip(crossed, combo, strict=True))} for case in cases for combo in itertools.product(*lists)]
 
 
-def expand(spec: StudySpec) -> list[TrialConfig]:
-    """All trials of a study, in a deterministic order, without duplicates."""
+def trials_of(body: LMStudyBody, study: str) -> list[TrialConfig]:
+    """All trials of a language-model study named ``study``, in a deterministic order, without duplicates."""
     trials: dict[str, TrialConfig] = {}
-    scaling = spec.train.width_scaling
-    for size in spec.model.sizes:
-        train = spec.train
+    scaling = body.train.width_scaling
+    for size in body.model.sizes:
+        train = body.train
         if scaling is not None:
-            warmup = scaling.warmup_steps(spec.train.warmup_steps, size.d_model)
-            train = spec.train.model_copy(update={"warmup_steps": warmup, "width_scaling": None})
-        for values in _axis_values(spec):
+            warmup = scaling.warmup_steps(body.train.warmup_steps, size.d_model)
+            train = body.train.model_copy(update={"warmup_steps": warmup, "width_scaling": None})
+        shape = ModelShape(body.model.architecture, size.n_layer, size.d_model, body.model.head_dim, body.model.seq_len)
+        for values in _axis_values(body):
             lr = values["lr"] if scaling is None else scaling.lr(values["lr"], size.d_model)
             trial = TrialConfig(
-                study=spec.name,
-                architecture=spec.model.architecture,
-                n_layer=size.n_layer,
-                d_model=size.d_model,
-                head_dim=spec.model.head_dim,
-                seq_len=spec.model.seq_len,
+                study=study,
+                shape=shape,
                 tokens=values["tokens"],
                 init=values["init"],
                 weight_decay=values["weight_decay"],
                 seed=values["seed"],
                 lr=lr,
-                data=spec.data,
+                data=body.data,
                 train=train,
+                resources=body.resources,
+                probes=body.probes,
             )
             trials.setdefault(trial.trial_id, trial)
     return list(trials.values())
+
+
+def expand(spec: StudySpec) -> list[TrialConfig]:
+    """The trials of a ``kind: lm`` study."""
+    return trials_of(spec, spec.name)

@@ -21,18 +21,15 @@ target is in ``STUDENTS_OF``. This module imports no torch: the math lives in ``
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from sweeps.spec import PositiveFloat, PositiveInt, Strict, StudyName
+from sweeps.base import PositiveFloat, PositiveInt, Strict, StudyBase, TaskResources, content_id
 
 ID_VERSION = 1  # bump when the meaning of a field changes, so old task ids cannot be confused with new ones
-ID_LENGTH = 12
 
 # ------------------------------------------------------------------------------------------------------ targets
 
@@ -257,19 +254,14 @@ class Setting(Strict):
         return f"{self.target.label} ← {self.student.label}"
 
 
-class RecoveryResources(Strict):
-    cpus_per_task: PositiveFloat = 1
-    max_concurrent: PositiveInt | None = None
-    retries: Annotated[int, Field(ge=0)] = 1
+class RecoveryResources(TaskResources):
     vmap_seeds: bool = True
 
 
-class RecoverySpec(Strict):
+class RecoverySpec(StudyBase):
     """A recovery study (``kind: recovery``)."""
 
     kind: Literal["recovery"]
-    name: StudyName
-    results: str | None = None
     settings: Annotated[list[Setting], Field(min_length=1)]
     n: Annotated[list[PositiveInt], Field(min_length=1)] | None = None
     seeds: Seeds = 10
@@ -302,17 +294,15 @@ class RecoverySpec(Strict):
                 )
         return self
 
-    @property
-    def results_path(self) -> str:
-        return self.results or f"results/{self.name}"
-
 
 # --------------------------------------------------------------------------------------------------------- tasks
 
 
 @dataclass(frozen=True)
 class RecoveryBatch:
-    """The tasks of one (setting, n, init scale), one per seed: trained together, one row each."""
+    """The tasks of one (setting, n, init scale), one per seed: trained together (one Ray task), one row each."""
+
+    TABLE: ClassVar[str] = "recovery"
 
     study: str
     setting: Setting
@@ -323,6 +313,8 @@ class RecoveryBatch:
     recovered_threshold: float
     test_points: int
     rank_rtol: float
+    vectorize: bool = True
+    """Train the seeds together with ``torch.func.vmap`` (``resources.vmap_seeds``; not part of the task ids)."""
 
     def semantic(self, seed: int) -> dict[str, Any]:
         """What decides the result of the run with ``seed``: the input of its task id."""
@@ -340,22 +332,23 @@ class RecoveryBatch:
         }
 
     def task_id(self, seed: int) -> str:
-        blob = json.dumps(self.semantic(seed), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:ID_LENGTH]
+        return content_id(self.semantic(seed))
 
     @property
-    def task_ids(self) -> tuple[str, ...]:
+    def unit_ids(self) -> tuple[str, ...]:
         return tuple(self.task_id(s) for s in self.seeds)
 
-    def only(self, seeds: tuple[int, ...]) -> RecoveryBatch:
-        return RecoveryBatch(**{**self.__dict__, "seeds": seeds})
+    def pending(self, finished: set[str]) -> RecoveryBatch | None:
+        """This batch restricted to its seeds without a row, or None when every seed has one."""
+        seeds = tuple(s for s in self.seeds if self.task_id(s) not in finished)
+        return RecoveryBatch(**{**self.__dict__, "seeds": seeds}) if seeds else None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_config(self) -> dict[str, Any]:
         """JSON-safe form, to ship to a Ray task."""
         return {**self.__dict__, "setting": self.setting.model_dump(mode="json"), "train": self.train.model_dump()}
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> RecoveryBatch:
+    def from_config(cls, raw: dict[str, Any]) -> RecoveryBatch:
         return cls(
             **{
                 **raw,
@@ -383,6 +376,7 @@ def recovery_batches(spec: RecoverySpec) -> list[RecoveryBatch]:
                     recovered_threshold=spec.recovered_threshold,
                     test_points=spec.test_points,
                     rank_rtol=spec.rank_rtol,
+                    vectorize=spec.resources.vmap_seeds,
                 )
             )
     return out

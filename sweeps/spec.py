@@ -1,8 +1,6 @@
-"""The study spec: one YAML file that says what a study runs.
+"""The language-model study spec (``kind: lm``): data, model sizes, the grid, training, resources and probes.
 
-Pydantic models with ``extra="forbid"`` everywhere, so a typo is an error and not a silently ignored key. A bad spec
-raises :class:`SpecError` whose message is one line naming the field, the value and what is allowed; the CLI prints it
-and exits with code 2 before anything starts.
+A bad spec raises ``SpecError`` (``sweeps.base``) with one line naming the field, the value and what is allowed.
 
 Conventions the rest of the project relies on:
 
@@ -11,6 +9,8 @@ Conventions the rest of the project relies on:
 * ``grid`` axes (``tokens``, ``init``, ``weight_decay``, ``seed``, optionally ``lr``) are crossed with each other and
   with ``model.sizes``. ``grid.cases`` pairs values instead: each case sets several axes together, and the cases are
   crossed with the remaining axes. An axis is given either as a list or inside the cases, never both.
+* ``LMStudyBody`` is everything but the study's name and results: a ``kind: lm`` spec is one with a name, and a
+  spikes study's ``lm`` part is one without (it takes the spikes study's).
 """
 
 from __future__ import annotations
@@ -19,26 +19,12 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from sweeps.errors import InputError
+from sweeps.base import NonNegativeFloat, PositiveFloat, PositiveInt, Strict, StudyBase
 
 AXES = ("tokens", "init", "weight_decay", "seed", "lr")
 BYTE_ALPHABET = 256  # a byte-level BPE vocabulary holds every byte plus its special tokens
-
-
-class SpecError(InputError):
-    """A spec that cannot be run. The message is one line meant for the user."""
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-PositiveInt = Annotated[int, Field(gt=0)]
-PositiveFloat = Annotated[float, Field(gt=0)]
-NonNegativeFloat = Annotated[float, Field(ge=0)]
 
 
 # --------------------------------------------------------------------------------------------------------- data
@@ -326,24 +312,18 @@ class ProbesSpec(Strict):
     curvature: CurvatureProbeSpec | None = None
 
 
-StudyName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+class LMStudyBody(Strict):
+    """What a language-model study trains and how: a ``kind: lm`` spec without its name and results."""
 
-
-class StudySpec(Strict):
-    """A language-model scaling study (``kind: lm``, the default)."""
-
-    kind: Literal["lm"] = "lm"
-    name: StudyName
     data: DataSpec = DataSpec()
     model: ModelSpec
     grid: GridSpec
     train: TrainSpec = TrainSpec()
     resources: ResourcesSpec = ResourcesSpec()
     probes: ProbesSpec | None = None
-    results: str | None = None
 
     @model_validator(mode="after")
-    def _one_batch_at_least(self) -> StudySpec:
+    def _one_batch_at_least(self) -> LMStudyBody:
         batch_tokens = self.train.batch_size * self.model.seq_len
         values = list(self.grid.tokens or []) + [c.tokens for c in self.grid.cases or [] if c.tokens is not None]
         for tokens in values:
@@ -374,90 +354,8 @@ class StudySpec(Strict):
             )
         return self
 
-    @property
-    def results_path(self) -> str:
-        return self.results or f"results/{self.name}"
 
+class StudySpec(LMStudyBody, StudyBase):
+    """A language-model scaling study (``kind: lm``, the default)."""
 
-# ------------------------------------------------------------------------------------------------------ loading
-
-
-def format_validation_error(err: ValidationError, source: str) -> str:
-    """The most specific error of a pydantic ValidationError as one line: where, field, value, what is allowed.
-
-    For a union (corpus: a name or a mapping) pydantic reports one error per alternative; the deepest one is the
-    alternative the user meant, and between equals an allowed-values message beats "should be a mapping".
-    """
-
-    def specificity(e: Any) -> tuple[int, int]:
-        depth = len([p for p in e["loc"] if not _is_union_tag(p)])
-        return depth, e["type"] not in ("model_type", "dict_type", "model_attributes_type")
-
-    first = max(err.errors(), key=specificity)
-    loc = ".".join(_field_part(p) for p in first["loc"] if not _is_union_tag(p))
-    msg = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
-        msg = "unknown key (check the spelling; see README 'Spec format')"
-    value = first.get("input")
-    shown = "" if isinstance(value, dict) or first["type"] == "missing" else f" (got {_short(repr(value))})"
-    line = f"{source}: {loc + ': ' if loc else ''}{msg}{shown}"
-    return " ".join(line.splitlines())  # one line whatever pydantic says
-
-
-def _field_part(part: Any) -> str:
-    text = str(part)
-    return text if text.isprintable() and text.strip() == text and text else repr(text)
-
-
-def _short(text: str, limit: int = 80) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _is_union_tag(part: Any) -> bool:
-    # pydantic puts union member names (e.g. 'DatasetsCorpus', 'literal[...]') into error locations
-    return isinstance(part, str) and (part[:1].isupper() or part.startswith(("literal[", "function-")))
-
-
-def parse_spec(raw: Any, source: str = "spec") -> Any:
-    """Validate a spec mapping; its ``kind`` (lm by default, recovery or spikes) chooses the schema."""
-    if not isinstance(raw, dict):
-        raise SpecError(f"{source}: a spec is a YAML mapping with keys name, data, model, grid, train, resources")
-    kind = raw.get("kind", "lm")
-    if kind == "lm":
-        schema: type[BaseModel] = StudySpec
-    elif kind == "recovery":
-        from sweeps.recovery import RecoverySpec
-
-        schema = RecoverySpec
-    elif kind == "spikes":
-        from sweeps.spikes import SpikesSpec
-
-        schema = SpikesSpec
-    else:
-        raise SpecError(f"{source}: kind: unknown study kind (got {kind!r}); allowed: lm, recovery, spikes")
-    try:
-        return schema.model_validate(raw)
-    except ValidationError as err:
-        raise SpecError(format_validation_error(err, source)) from None
-
-
-def load_spec(path: str | Path) -> Any:
-    """Read and validate a spec file (YAML, loaded with safe_load only)."""
-    path = Path(path)
-    if not path.is_file():
-        raise SpecError(f"{path}: no such spec file")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        first = str(err).strip().splitlines()[0]
-        raise SpecError(f"{path}: not valid YAML: {first}") from None
-    return parse_spec(raw, str(path))
-
-
-def builtin_spec_path(name: str) -> Path:
-    """The path of a ready-made study shipped in this package (laptop, smoke, complexity-control, ...)."""
-    return Path(__file__).with_name(f"{name}.yaml")
-
-
-def dump_spec(spec: StudySpec) -> str:
-    return yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True), sort_keys=False)
+    kind: Literal["lm"] = "lm"

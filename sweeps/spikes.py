@@ -1,17 +1,17 @@
 """The Adam-spikes study spec (``kind: spikes``): the spike mechanism measured on two kinds of network at once.
 
 arXiv:2506.04805 shows Adam's loss spikes on fully connected networks fitted to a function and on Transformers. A
-spikes study therefore has two parts, either or both:
+spikes study therefore has two parts, either or both, and its units of work are the two parts' units:
 
-* ``function``: fully connected networks trained full-batch with Adam on a function-approximation task
-  (``runs``: every lr × seed). Each run is one Ray task that trains, measures the inline Adam statistics and probes
+* ``function``: fully connected networks trained full-batch with Adam on a function-approximation task, one
+  ``FunctionRun`` per lr × seed. Each run is one Ray task that trains, measures the inline Adam statistics and probes
   its own state every ``probes.every`` steps (the network is small enough that a probe costs about as much as
-  shipping a checkpoint would), then writes its rows to the usual ``trials``, ``steps`` and ``probes`` tables.
-  A run's ``trial_id`` is a short hash of its semantic config (task, network, optimizer, steps, lr, seed, probe
-  settings), not of the study name, resources or paths: a rerun skips finished runs (the rule of ``sweeps.grid``).
-* ``lm``: an ordinary language-model study (the body of a ``kind: lm`` spec without ``name``/``results``, which it
-  takes from this spec) with ``probes.curvature`` and ``train.adam_stats``; it runs through the Tune grid as any
-  lm study and writes to the same results directory.
+  shipping a checkpoint would), then writes its ``function_runs`` row and its ``steps`` and ``probes`` rows. A run's
+  id is ``fc-`` + the content hash (``sweeps.base.content_id``) of its semantic config (task, network, optimizer,
+  steps, lr, seed, probe settings), not of the study name, resources or paths.
+* ``lm``: the body of a language-model study (``sweeps.spec.LMStudyBody``: a ``kind: lm`` spec without name and
+  results, which it takes from this spec), usually with ``probes.curvature`` and ``train.adam_stats``; its trials run
+  through the Tune grid as any language-model trials do and write to the same results directory.
 
 The task: inputs x ~ N(0, I_d) (``samples`` points drawn once with ``task.seed``), target y = sin(wᵀx) with w ~
 N(0, I_d) drawn with the same seed. The network: ``depth`` hidden layers of ``width`` units with ``activation``,
@@ -20,24 +20,16 @@ PyTorch's default initialization drawn with the run's seed, float64. This module
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, field_serializer, model_validator
+from pydantic import Field, model_validator
 
-from sweeps.spec import (
-    AdamStatsSpec,
-    PositiveFloat,
-    PositiveInt,
-    Strict,
-    StudyName,
-    StudySpec,
-)
+from sweeps.base import PositiveFloat, PositiveInt, Strict, StudyBase, TaskResources, Unit, content_id
+from sweeps.grid import trials_of
+from sweeps.spec import AdamStatsSpec, LMStudyBody
 
 ID_VERSION = 1
-ID_LENGTH = 12
 
 
 class SineTask(Strict):
@@ -75,37 +67,13 @@ class FunctionPart(Strict):
     probes: FunctionProbes = FunctionProbes()
 
 
-class SpikesResources(Strict):
-    cpus_per_task: PositiveFloat = 1
-    retries: Annotated[int, Field(ge=0)] = 1
-
-
-class SpikesSpec(Strict):
+class SpikesSpec(StudyBase):
     """An Adam-spikes study (``kind: spikes``): a ``function`` part, an ``lm`` part, or both."""
 
     kind: Literal["spikes"]
-    name: StudyName
     function: FunctionPart | None = None
-    lm: StudySpec | None = None
-    resources: SpikesResources = SpikesResources()
-    results: str | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _lm_takes_our_name(cls, raw: Any) -> Any:
-        if isinstance(raw, dict) and isinstance(raw.get("lm"), dict):
-            for key in ("name", "results", "kind"):
-                if key in raw["lm"]:
-                    raise ValueError(f"lm.{key}: the lm part takes its {key} from the study; remove it")
-            raw = {**raw, "lm": {**raw["lm"], "name": raw.get("name", "lm")}}
-        return raw
-
-    @field_serializer("lm")
-    def _lm_without_identity(self, lm: StudySpec | None) -> dict[str, Any] | None:
-        # Dumped as written: the lm part's name and results are the study's (a saved spec.yaml must load again).
-        if lm is None:
-            return None
-        return lm.model_dump(mode="json", exclude_none=True, exclude={"name", "kind", "results"})
+    lm: LMStudyBody | None = None
+    resources: TaskResources = TaskResources()
 
     @model_validator(mode="after")
     def _something_to_run(self) -> SpikesSpec:
@@ -113,20 +81,12 @@ class SpikesSpec(Strict):
             raise ValueError("give a function part, an lm part, or both")
         return self
 
-    @property
-    def results_path(self) -> str:
-        return self.results or f"results/{self.name}"
-
-    def lm_study(self) -> StudySpec | None:
-        """The lm part as a study of its own, writing into this study's results."""
-        if self.lm is None:
-            return None
-        return self.lm.model_copy(update={"name": self.name, "results": self.results_path})
-
 
 @dataclass(frozen=True)
 class FunctionRun:
-    """One fully connected network trained on the task with one (lr, seed): one trial."""
+    """One fully connected network trained on the task with one (lr, seed): one Ray task."""
+
+    TABLE: ClassVar[str] = "function_runs"
 
     study: str
     part: FunctionPart
@@ -134,20 +94,27 @@ class FunctionRun:
     seed: int
 
     def semantic(self) -> dict[str, Any]:
-        """What decides the run's numbers: the input of its trial id (the inline statistics only read state)."""
+        """What decides the run's numbers: the input of its id (the inline statistics only read state)."""
         part = self.part.model_dump(mode="json", exclude={"lr", "seed", "adam_stats"})
         return {"id_version": ID_VERSION, **part, "lr": self.lr, "seed": self.seed}
 
     @property
-    def trial_id(self) -> str:
-        blob = json.dumps(self.semantic(), sort_keys=True, separators=(",", ":"))
-        return "fc-" + hashlib.sha256(blob.encode()).hexdigest()[:ID_LENGTH]
+    def run_id(self) -> str:
+        """Its row's key in ``function_runs`` (its steps and probes rows carry it as ``trial_id``)."""
+        return content_id(self.semantic(), prefix="fc-")
 
-    def to_dict(self) -> dict[str, Any]:
+    @property
+    def unit_ids(self) -> tuple[str, ...]:
+        return (self.run_id,)
+
+    def pending(self, finished: set[str]) -> FunctionRun | None:
+        return None if self.run_id in finished else self
+
+    def to_config(self) -> dict[str, Any]:
         return {"study": self.study, "part": self.part.model_dump(mode="json"), "lr": self.lr, "seed": self.seed}
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> FunctionRun:
+    def from_config(cls, raw: dict[str, Any]) -> FunctionRun:
         return cls(raw["study"], FunctionPart.model_validate(raw["part"]), raw["lr"], raw["seed"])
 
 
@@ -157,4 +124,10 @@ def function_runs(spec: SpikesSpec) -> list[FunctionRun]:
     if part is None:
         return []
     runs = [FunctionRun(spec.name, part, lr, seed) for lr in part.lr for seed in part.seed]
-    return list({run.trial_id: run for run in runs}.values())
+    return list({run.run_id: run for run in runs}.values())
+
+
+def spikes_units(spec: SpikesSpec) -> list[Unit]:
+    """The function runs, then the trials of the lm part."""
+    lm = trials_of(spec.lm, spec.name) if spec.lm is not None else []
+    return [*function_runs(spec), *lm]

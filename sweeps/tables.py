@@ -16,9 +16,12 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """1: the first tables. 2: ``flops`` and ``flops_per_token`` count the LM head; ``params_head`` and ``eval_loss_se``
-added (a version-1 row's flops counts non-embedding parameters only)."""
+added (a version-1 row's flops counts non-embedding parameters only). 3: a spikes study's function runs have their
+own table, ``function_runs``; ``trials`` holds language-model trials only (a version-2 results directory may hold
+function runs in ``trials``, with ``architecture`` mlp-<activation>: `analysis.results` reads them as function
+runs)."""
 METADATA_TABLE = b"scalesweep.table"
 METADATA_VERSION = b"scalesweep.schema_version"
 
@@ -107,25 +110,37 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _c(name: str, type_: pa.DataType, doc: str, nullable: bool = True) -> Column:
+def _c(name: str, type_: pa.DataType, doc: str, *, nullable: bool = True) -> Column:
     return Column(name, type_, doc, nullable)
 
 
 f64, i64, s = pa.float64(), pa.int64(), pa.string()
 
+
+def _outcome(key: str, doc: str) -> tuple[Column, ...]:
+    """The leading columns of a table of units that end in a status: key, study, status, error."""
+    return (
+        _c(key, s, doc, nullable=False),
+        _c("study", s, "Study name from the spec.", nullable=False),
+        _c("status", s, "ok, diverged (non-finite loss) or failed (an exception; see `error`).", nullable=False),
+        _c("error", s, "One-line reason when status is diverged or failed, else null."),
+    )
+
+
+_PROVENANCE = (
+    _c("versions_json", s, "Library versions: scalesweep, torch, transformers, ray, python."),
+    _c("schema_version", i64, "Version of these table declarations.", nullable=False),
+    _c("finished_at", pa.timestamp("ms", tz="UTC"), "When the row was written."),
+)
+"""The trailing columns of a table of units: what wrote the row and when."""
+
+
 TRIALS = Table(
     name="trials",
     key=("trial_id",),
     columns=(
-        _c("trial_id", s, "Short hash of the trial's resolved semantic config (not resources, not paths).", False),
-        _c("study", s, "Study name from the spec.", False),
-        _c("status", s, "ok, diverged (non-finite loss) or failed (an exception; see `error`).", False),
-        _c("error", s, "One-line reason when status is diverged or failed, else null."),
-        _c(
-            "architecture",
-            s,
-            "transformers architecture (llama, gpt2), or mlp-<activation> for a spikes study's function run.",
-        ),
+        *_outcome("trial_id", "Short hash of the trial's resolved semantic config (not resources, not paths)."),
+        _c("architecture", s, "transformers architecture (llama, gpt2)."),
         _c("n_layer", i64, "Decoder blocks."),
         _c("d_model", i64, "Residual stream width."),
         _c("n_head", i64, "Attention heads (d_model / head_dim)."),
@@ -143,7 +158,7 @@ TRIALS = Table(
         _c(
             "tokens",
             i64,
-            "Training tokens D actually consumed: steps × batch_size × seq_len (null for a function run).",
+            "Training tokens D actually consumed: steps × batch_size × seq_len.",
         ),
         _c("steps", i64, "Optimizer steps taken (planned steps for a finished trial)."),
         _c("init_rate", f64, "Initialization rate γ: std = fan_in^(−γ); null when a fixed std was used."),
@@ -201,9 +216,7 @@ TRIALS = Table(
         _c("workers", i64, "Training processes of the trial (1 = a single process)."),
         _c("parallelism", s, "single, ddp (replicated, below resources.fsdp_min_params) or fsdp (FSDP2 sharding)."),
         _c("config_json", s, "The trial's full resolved config as JSON (the input of trial_id)."),
-        _c("versions_json", s, "Library versions: scalesweep, torch, transformers, ray, python."),
-        _c("schema_version", i64, "Version of these table declarations.", False),
-        _c("finished_at", pa.timestamp("ms", tz="UTC"), "When the row was written."),
+        *_PROVENANCE,
     ),
 )
 
@@ -211,8 +224,8 @@ STEPS = Table(
     name="steps",
     key=("trial_id", "step"),
     columns=(
-        _c("trial_id", s, "Trial this step belongs to.", False),
-        _c("step", i64, "Optimizer step count after the update (1-based).", False),
+        _c("trial_id", s, "Trial this step belongs to.", nullable=False),
+        _c("step", i64, "Optimizer step count after the update (1-based).", nullable=False),
         _c("tokens", i64, "Training tokens consumed so far (null for a function run)."),
         _c("lr", f64, "Learning rate used for this step."),
         _c("train_loss", f64, "Training loss of this step's batch (nats/token)."),
@@ -243,8 +256,8 @@ PROBES = Table(
     name="probes",
     key=("trial_id", "step"),
     columns=(
-        _c("trial_id", s, "Trial probed.", False),
-        _c("step", i64, "Optimizer step of the probed checkpoint.", False),
+        _c("trial_id", s, "Trial probed.", nullable=False),
+        _c("step", i64, "Optimizer step of the probed checkpoint.", nullable=False),
         _c("lr", f64, "Learning rate η at that step."),
         _c("beta1", f64, "Adam β1."),
         _c("lambda_max_hessian", f64, "Largest eigenvalue of the loss Hessian H on the probe batch."),
@@ -281,8 +294,8 @@ RECOVERY = Table(
     name="recovery",
     key=("task_id",),
     columns=(
-        _c("task_id", s, "Short hash of the recovery task's config.", False),
-        _c("study", s, "Study name.", False),
+        _c("task_id", s, "Short hash of the recovery task's config.", nullable=False),
+        _c("study", s, "Study name.", nullable=False),
         _c("target", s, "Target function family."),
         _c("student", s, "Student model family."),
         _c("d", i64, "Input dimension."),
@@ -329,12 +342,65 @@ RECOVERY = Table(
             "Neuron targets: which target-set branch the run reached: all_equal (every neuron equals the "
             "target neuron), one_alive (one target neuron, the others dead) or none.",
         ),
+        _c(
+            "lifting_output_change",
+            f64,
+            "Two-layer tanh students with biases: max |f_lifted − f| on the training inputs when the solution found is "
+            "lifted to a network with a ReLU layer inserted (the embedding principle in depth, arXiv:2205.13283; "
+            "models/probes/lifting.py); 0 up to rounding.",
+        ),
+        _c("lifting_grad_norm_shallow", f64, "‖∇L‖ of the mean squared error at the solution found."),
+        _c(
+            "lifting_grad_norm_lifted",
+            f64,
+            "‖∇L‖ at its lifted point: as small as the shallow one at a critical point.",
+        ),
+        _c("lifting_hessian_min_shallow", f64, "Smallest eigenvalue of the Hessian of L at the solution found."),
+        _c(
+            "lifting_hessian_min_lifted",
+            f64,
+            "Smallest eigenvalue of the Hessian at the lifted point (≥ 0 up to rounding when the shallow point is a "
+            "local minimum; negative at a strict saddle).",
+        ),
         _c("config_json", s, "The task's semantic config as JSON (the input of task_id)."),
         _c("wall_s", f64, "Seconds the task's batch trained, divided by its seeds."),
     ),
 )
 
-TABLES: dict[str, Table] = {t.name: t for t in (TRIALS, STEPS, PROBES, RECOVERY)}
+FUNCTION_RUNS = Table(
+    name="function_runs",
+    key=("run_id",),
+    columns=(
+        *_outcome(
+            "run_id", "fc- + a short hash of the run's semantic config; its steps and probes rows carry it as trial_id."
+        ),
+        _c("activation", s, "Hidden-layer activation (tanh, relu, gelu)."),
+        _c("depth", i64, "Hidden layers."),
+        _c("width", i64, "Units per hidden layer."),
+        _c("params", i64, "Parameters of the network."),
+        _c("task", s, "The task: sine(d=inputs,n=samples,seed=task seed)."),
+        _c("inputs", i64, "Input dimension d."),
+        _c("samples", i64, "Training points: every step is full batch over them."),
+        _c("test_samples", i64, "Fresh points the test loss is measured on."),
+        _c("seed", i64, "Seed of the network's initialization."),
+        _c("lr", f64, "Adam's learning rate (constant)."),
+        _c("beta1", f64, "Adam β1."),
+        _c("beta2", f64, "Adam β2."),
+        _c("steps", i64, "Full-batch steps taken."),
+        _c(
+            "final_train_loss",
+            f64,
+            "Mean squared error on the training points at the last step (non-finite if diverged).",
+        ),
+        _c("final_test_loss", f64, "Mean squared error on the test points after the last step (null if diverged)."),
+        _c("wall_s", f64, "Seconds the run took, probes included."),
+        _c("device", s, "cpu or cuda device name."),
+        _c("config_json", s, "The run's full config as JSON (the input of run_id)."),
+        *_PROVENANCE,
+    ),
+)
+
+TABLES: dict[str, Table] = {t.name: t for t in (TRIALS, STEPS, PROBES, RECOVERY, FUNCTION_RUNS)}
 
 
 def markdown() -> str:

@@ -182,3 +182,14 @@ def _pick(ratio: Tensor, valid: Tensor, sampled: Tensor, offset: int) -> Tensor:
     lo, hi = torch.searchsorted(sampled, torch.tensor([offset, offset + ratio.numel()])).tolist()
     local = (sampled[lo:hi] - offset).to(ratio.device)
     return ratio.reshape(-1)[local][valid.reshape(-1)[local]]
+
+
+def adam_columns(stats: AdamStepStats | None) -> dict[str, float]:
+    """The steps-table columns of the inline Adam statistics (none when the step did not measure them)."""
+    if stats is None:
+        return {}
+    return {
+        "adam_critical_share": stats.critical_share,
+        "adam_median_g2_over_v": stats.median_g2_over_v,
+        "update_rms": stats.update_rms,
+    }

@@ -23,6 +23,7 @@ Measured per run:
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from typing import Any
@@ -39,6 +40,7 @@ from models.probes.completion import (
     numerical_rank,
 )
 from models.probes.descent import Params, gradient_descent
+from models.probes.lifting import lifting_check
 from models.probes.neuron import branch, imbalance_ratio
 from models.probes.rank import (
     model_rank,
@@ -126,6 +128,8 @@ def run_batch(batch: RecoveryBatch, *, vectorize: bool = True) -> list[dict[str,
         )
         if isinstance(setting.target, NeuronTarget) and isinstance(model, TwoLayerTanh):
             row.update(_neuron_columns(setting.target, model, problems[i], starts[i], params))
+        if isinstance(model, TwoLayerTanh) and model.hidden.bias is not None:
+            row.update(_lifting_columns(model, problems[i], params))
         rows.append(row)
     return rows
 
@@ -178,6 +182,21 @@ def _matrix_columns(target: MatrixTarget, problem: Problem, learned: np.ndarray,
         "min_nuclear_rank": numerical_rank(completion, rtol),
         "min_nuclear_test_error": float(((completion - truth) ** 2).sum() / (truth**2).sum()),
         "target_nuclear_norm": nuclear_norm(truth),
+    }
+
+
+def _lifting_columns(model: TwoLayerTanh, problem: Problem, params: Params) -> dict[str, Any]:
+    """The embedding principle in depth at the solution found (`models.probes.lifting`): lift it to a network with a
+    ReLU layer inserted, and compare outputs, gradient norms and smallest Hessian eigenvalues."""
+    shallow = copy.deepcopy(model)
+    shallow.load_state_dict(params)
+    check = lifting_check(shallow, problem.train_x, problem.train_y)
+    return {
+        "lifting_output_change": check.output_change,
+        "lifting_grad_norm_shallow": check.grad_norm_shallow,
+        "lifting_grad_norm_lifted": check.grad_norm_lifted,
+        "lifting_hessian_min_shallow": check.hessian_min_shallow,
+        "lifting_hessian_min_lifted": check.hessian_min_lifted,
     }
 
 

@@ -81,6 +81,6 @@ def test_summary_counts_statuses_rows_and_best_loss(tmp_path: Path, gen) -> None
     gen.write_rows(tmp_path, "steps", rows[2]["trial_id"], steps)
     summary = summarize(load(tmp_path))
     assert summary.trials_by_status == {"diverged": 1, "failed": 1, "ok": 2}
-    assert summary.rows == {"trials": 4, "steps": 2, "probes": 0, "recovery": 0}
+    assert summary.rows == {"trials": 4, "steps": 2, "probes": 0, "recovery": 0, "function_runs": 0}
     assert summary.best_eval_loss == pytest.approx(min(r["final_eval_loss"] for r in rows[2:]))
     assert any("2 ok" in line for line in summary.lines())

@@ -10,11 +10,14 @@ import numpy as np
 import pytest
 import torch
 
+from models.batches import batch_order, plan_steps
 from models.data import prepare_tokens
 from models.probes.adam import adam_step_stats
-from models.train import TrialOutcome, batch_order, lr_at, new_state, plan_steps, train
+from models.state import new_state
+from models.train import TrialOutcome, lr_at, train
+from sweeps.base import SpecError
 from sweeps.grid import expand
-from sweeps.spec import SpecError, parse_spec
+from sweeps.studies import parse_spec
 
 EVERY, RHO = 4, 0.05
 SPEC = {
@@ -41,7 +44,7 @@ def _by_hand(trial, store) -> dict[int, tuple[float, float, float]]:
     """The loop's steps written out, with `adam_step_stats` called directly after every EVERY-th update."""
     state = new_state(trial, store.vocab_size, torch.device("cpu"))
     steps = plan_steps(trial)
-    sequences = store.training_sequences(trial.seq_len)
+    sequences = store.training_sequences(trial.shape.seq_len)
     order = batch_order(trial, steps, len(sequences))
     model, optimizer = state.model, state.optimizer
     expected = {}

@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models.batches import batch_order, plan_steps
 from models.data import prepare_tokens
 from models.data.corpora import document_order, held_out, stdlib_files, stdlib_root
-from models.train import batch_order, plan_steps
 from sweeps.grid import expand
-from sweeps.spec import builtin_spec_path, load_spec
+from sweeps.studies import builtin_spec_path, load_spec
 
 TEXT_STUDIES = ["laptop-text"]
 

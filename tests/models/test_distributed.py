@@ -28,6 +28,7 @@ import torch
 import torch.distributed as dist
 
 from models.accounting import count_params
+from models.batches import batch_order
 from models.data import TokenStore
 from models.distributed import (
     DistContext,
@@ -42,9 +43,10 @@ from models.distributed import (
     teardown_process_group,
     unwrap,
 )
-from models.lm import LMShape, build_lm
-from models.train import Report, Shard, TrainState, batch_order, evaluate, new_state, train
-from sweeps.grid import TrialConfig
+from models.lm import build_lm
+from models.state import TrainState, new_state
+from models.train import Report, Shard, evaluate, train
+from sweeps.grid import ModelShape, TrialConfig
 from sweeps.spec import DataSpec, Init, TrainSpec
 
 VOCAB = 64
@@ -58,11 +60,7 @@ LAUNCH_TIMEOUT_S = 150
 
 TRIAL = TrialConfig(
     study="distributed-test",
-    architecture="llama",
-    n_layer=2,
-    d_model=32,
-    head_dim=16,
-    seq_len=SEQ_LEN,
+    shape=ModelShape("llama", n_layer=2, d_model=32, head_dim=16, seq_len=SEQ_LEN),
     tokens=STEPS * BATCH * SEQ_LEN,
     init=Init(rate=0.5),
     weight_decay=0.1,
@@ -73,7 +71,10 @@ TRIAL = TrialConfig(
         batch_size=BATCH, lr=1e-2, warmup_steps=4, grad_clip=1.0, eval_interval=STEPS, checkpoint_interval=1
     ),
 )
-TRIALS = {"llama": TRIAL, "gpt2": replace(TRIAL, architecture="gpt2")}  # gpt2: a tied LM head under FSDP
+TRIALS = {
+    "llama": TRIAL,
+    "gpt2": replace(TRIAL, shape=replace(TRIAL.shape, architecture="gpt2")),
+}  # gpt2: a tied LM head under FSDP
 SHARD_ALWAYS, SHARD_NEVER = 0, 10**12  # min_params_for_fsdp forcing each strategy on a tiny model
 # name → (architecture, min_params_for_fsdp, mixed_precision) of the uninterrupted runs of launch 1
 RUNS = {
@@ -314,12 +315,12 @@ def test_each_rank_takes_a_contiguous_share_and_together_the_whole_batch() -> No
 
 @pytest.mark.parametrize(("architecture", "block"), [("llama", "LlamaDecoderLayer"), ("gpt2", "GPT2Block")])
 def test_decoder_blocks_are_found_for_both_architectures(architecture: str, block: str) -> None:
-    model = build_lm(LMShape(architecture, 3, 32, 2, SEQ_LEN, VOCAB))
+    model = build_lm(ModelShape(architecture, 3, 32, 16, SEQ_LEN), VOCAB)
     assert [type(m).__name__ for m in decoder_blocks(model)] == [block] * 3
 
 
 def test_sharding_without_a_process_group_says_what_to_call_first() -> None:
-    model = build_lm(LMShape("llama", 1, 32, 2, SEQ_LEN, VOCAB))
+    model = build_lm(ModelShape("llama", 1, 32, 16, SEQ_LEN), VOCAB)
     with pytest.raises(RuntimeError, match="setup_process_group"):
         shard_model(model, device=torch.device("cpu"), mixed_precision=False, min_params_for_fsdp=0)
 

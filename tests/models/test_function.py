@@ -12,6 +12,7 @@ from models.function import fc_network, sine_task, train_function_run
 from models.probes.adam import adam_preconditioner
 from models.probes.hessian import flatten
 from sweeps.spikes import FunctionPart, FunctionRun
+from sweeps.tables import FUNCTION_RUNS
 
 
 def _run(steps: int, lr: float, *, every: int = 5, seed: int = 0, width: int = 32) -> FunctionRun:
@@ -60,8 +61,9 @@ def test_rows_are_complete_and_the_run_is_reproducible() -> None:
     assert [r["step"] for r in first.steps] == list(range(1, 61))
     assert [r["step"] for r in first.probes] == [20, 40, 60]
     assert all(r["adam_critical_share"] is not None for r in first.steps)
-    assert first.trial["status"] == "ok" and first.trial["steps"] == 60
-    assert first.trial["params_total"] == 4 * 32 + 32 + 32 * 32 + 32 + 32 + 1
+    assert first.run["status"] == "ok" and first.run["steps"] == 60 and first.run["run_id"] == run.run_id
+    assert first.run["params"] == 4 * 32 + 32 + 32 * 32 + 32 + 32 + 1
+    assert set(first.run) <= set(FUNCTION_RUNS.names)  # every column declared
     assert [r["train_loss"] for r in first.steps] == [r["train_loss"] for r in second.steps]
     assert [r["lambda_max_precond"] for r in first.probes] == [r["lambda_max_precond"] for r in second.probes]
 

@@ -10,9 +10,10 @@ import torch
 
 from models.data import prepare_tokens
 from models.lm import use_bf16_autocast
-from models.train import new_state, train
+from models.state import new_state
+from models.train import train
 from sweeps.grid import expand
-from sweeps.spec import parse_spec
+from sweeps.studies import parse_spec
 
 pytestmark = pytest.mark.gpu
 

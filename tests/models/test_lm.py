@@ -7,12 +7,13 @@ import torch
 
 from models.accounting import count_params
 from models.init import apply_init
-from models.lm import LMShape, build_lm
+from models.lm import build_lm
+from sweeps.grid import ModelShape
 
 
 @pytest.mark.parametrize(("rate", "expected"), [(0.5, 0.05), (1.0, 0.0025)])
 def test_init_rate_std_of_a_400_wide_linear_layer(rate: float, expected: float) -> None:
-    model = build_lm(LMShape("llama", 1, 400, 4, 16, 300))
+    model = build_lm(ModelShape("llama", 1, 400, 100, 16), 300)
     apply_init(model, d_model=400, rate=rate, std=None, seed=0)
     q = model.model.layers[0].self_attn.q_proj.weight  # 400 × 400, fan-in 400
     assert q.std().item() == pytest.approx(expected, rel=0.02)
@@ -23,7 +24,7 @@ def test_init_rate_std_of_a_400_wide_linear_layer(rate: float, expected: float) 
 
 
 def test_fixed_std_leaves_norms_and_biases_alone() -> None:
-    model = build_lm(LMShape("gpt2", 2, 64, 2, 32, 100))
+    model = build_lm(ModelShape("gpt2", 2, 64, 32, 32), 100)
     apply_init(model, d_model=64, rate=None, std=0.02, seed=1)
     block = model.transformer.h[0]
     assert block.attn.c_attn.weight.std().item() == pytest.approx(0.02, rel=0.05)
@@ -32,8 +33,8 @@ def test_fixed_std_leaves_norms_and_biases_alone() -> None:
 
 
 def test_init_is_reproducible_from_the_seed() -> None:
-    shape = LMShape("llama", 2, 64, 2, 32, 100)
-    a, b = build_lm(shape), build_lm(shape)
+    shape = ModelShape("llama", 2, 64, 32, 32)
+    a, b = build_lm(shape, 100), build_lm(shape, 100)
     apply_init(a, d_model=64, rate=0.5, std=None, seed=3)
     apply_init(b, d_model=64, rate=0.5, std=None, seed=3)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
@@ -42,7 +43,7 @@ def test_init_is_reproducible_from_the_seed() -> None:
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_grouped_param_counts_sum_to_numel(arch: str) -> None:
     d, L, V, T = 64, 3, 500, 48
-    model = build_lm(LMShape(arch, L, d, 4, T, V))
+    model = build_lm(ModelShape(arch, L, d, d // 4, T), V)
     counts = count_params(model)
     assert counts.embedding + counts.non_embedding == counts.total == sum(p.numel() for p in model.parameters())
     assert counts.head_matmul == V * d  # the head multiplies by a d × V matrix, tied or not
@@ -58,7 +59,7 @@ def test_grouped_param_counts_sum_to_numel(arch: str) -> None:
 
 
 def test_meta_device_counts_match_real() -> None:
-    shape = LMShape("llama", 2, 96, 3, 64, 1024)
+    shape = ModelShape("llama", 2, 96, 32, 64)
     with torch.device("meta"):
-        meta = count_params(build_lm(shape))
-    assert meta == count_params(build_lm(shape))
+        meta = count_params(build_lm(shape, 1024))
+    assert meta == count_params(build_lm(shape, 1024))

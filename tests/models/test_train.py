@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 import torch
 
+from models.batches import batch_order, plan_steps
 from models.checkpoint import load_state, save_state
 from models.data import TokenStore, prepare_tokens
-from models.train import Report, batch_order, evaluate, lr_at, new_state, plan_steps, train
+from models.state import new_state
+from models.train import Report, evaluate, lr_at, train
 from sweeps.grid import expand
-from sweeps.spec import parse_spec
+from sweeps.studies import parse_spec
 
 SPEC = {
     "name": "train-test",
@@ -47,7 +49,7 @@ def test_lr_schedule_warmup_then_cosine_to_floor() -> None:
 
 def test_each_sequence_is_visited_once_and_batches_do_not_depend_on_d(trial_and_store) -> None:
     trial, store = trial_and_store
-    windows = len(store.training_sequences(trial.seq_len))
+    windows = len(store.training_sequences(trial.shape.seq_len))
     steps = plan_steps(trial)
     order = batch_order(trial, steps, windows)
     assert len(set(order.ravel().tolist())) == order.size == steps * trial.train.batch_size
@@ -63,7 +65,7 @@ def test_eval_loss_and_its_standard_error_over_sequences(trial_and_store) -> Non
     """Known answer: the mean of transformers' own per-sequence losses, and their sd / √n."""
     trial, store = trial_and_store
     state = new_state(trial, store.vocab_size, torch.device("cpu"))
-    sequences = store.eval_sequences(trial.seq_len)
+    sequences = store.eval_sequences(trial.shape.seq_len)
     assert sequences.shape == (2048 // 32, 32)
     got = evaluate(state.model, sequences, torch.device("cpu"))
     with torch.no_grad():

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from sweeps.grid import expand
-from sweeps.spec import builtin_spec_path, load_spec
+from sweeps.studies import builtin_spec_path, load_spec
 
 
 def scalesweep(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

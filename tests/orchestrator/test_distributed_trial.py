@@ -13,7 +13,7 @@ from models.data import prepare_tokens
 from models.train import train
 from orchestrator.study import run_study
 from sweeps.grid import expand
-from sweeps.spec import parse_spec
+from sweeps.studies import parse_spec
 
 pytestmark = [pytest.mark.ray, pytest.mark.distributed, pytest.mark.slow]
 

@@ -21,11 +21,11 @@ from models.data import prepare_tokens
 from models.train import train
 from orchestrator.study import StudyResult, run_study
 from sweeps.grid import expand
-from sweeps.spec import parse_spec
+from sweeps.studies import parse_spec
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-STEPS, BATCH, SEQ = 240, 8, 32
+STEPS, BATCH, SEQ = 120, 8, 32
 
 
 def spec_for(tiny_study, results: Path, workers: int):
@@ -41,16 +41,30 @@ def spec_for(tiny_study, results: Path, workers: int):
     )
 
 
+def _parent(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rsplit(")", 1)[1].split()[1])  # the field after the state, past a name that may hold spaces
+
+
 def pids_of(title: str) -> list[int]:
-    """Processes whose Ray proctitle starts with `title` (e.g. 'ray::ImplicitFunc')."""
-    pids = []
+    """Processes of this test's own Ray (descendants of this process) whose proctitle starts with `title` (e.g.
+    'ray::ImplicitFunc'): another Ray on the machine, such as a parallel test worker's, is left alone."""
+    me, pids = os.getpid(), []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
                 continue
-            if cmdline.startswith(title):
+            if not cmdline.startswith(title):
+                continue
+            ancestor = int(entry.name)
+            while ancestor > 1 and ancestor != me:
+                ancestor = _parent(ancestor)
+            if ancestor == me:
                 pids.append(int(entry.name))
     return pids
 

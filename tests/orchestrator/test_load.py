@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from orchestrator.study import run_study
-from sweeps.spec import parse_spec
+from sweeps.studies import parse_spec
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

@@ -16,8 +16,9 @@ from models.data import prepare_tokens
 from models.probes.curvature import curvature_probe
 from orchestrator.cli import main
 from orchestrator.study import run_study
+from sweeps.base import SpecError
 from sweeps.grid import expand
-from sweeps.spec import SpecError, parse_spec
+from sweeps.studies import parse_spec
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -50,11 +51,11 @@ def _direct_probe(directory: Path, trial) -> float:
     store = prepare_tokens(trial.data, min_train_tokens=trial.tokens)
     state = load_state(trial, store.vocab_size, directory, torch.device("cpu"))
     # the sequences the trial trains on: the first steps × batch of a permutation of all windows, by the trial's seed
-    windows = len(store.train) // trial.seq_len
-    n_seq = (trial.tokens // (trial.train.batch_size * trial.seq_len)) * trial.train.batch_size
+    windows = len(store.train) // trial.shape.seq_len
+    n_seq = (trial.tokens // (trial.train.batch_size * trial.shape.seq_len)) * trial.train.batch_size
     trained = np.random.default_rng(trial.seed).permutation(windows)[:n_seq]
     rows = np.sort(trained[np.random.default_rng(trial.seed).choice(n_seq, size=BATCH, replace=False)])
-    sequences = store.train[: windows * trial.seq_len].reshape(windows, trial.seq_len)
+    sequences = store.train[: windows * trial.shape.seq_len].reshape(windows, trial.shape.seq_len)
     batch = torch.from_numpy(sequences[rows].astype(np.int64))
 
     def loss() -> torch.Tensor:

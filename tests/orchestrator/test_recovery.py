@@ -8,10 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from orchestrator.recovery import recovery_plan_text, run_recovery_study
-from orchestrator.results import ResultsDir
+from orchestrator.study import plan_text, run_study
+from sweeps.base import SpecError
 from sweeps.recovery import RecoverySpec, recovery_batches
-from sweeps.spec import SpecError, builtin_spec_path, load_spec, parse_spec
+from sweeps.studies import builtin_spec_path, load_spec, parse_spec
 from sweeps.tables import RECOVERY
 
 TOY = {
@@ -57,21 +57,21 @@ def test_bad_recovery_specs_get_one_line(change: dict, fragment: str) -> None:
 @pytest.mark.ray
 def test_toy_study_runs_as_ray_tasks_and_reruns_only_new_tasks(ray_local, tmp_path: Path) -> None:
     spec = parse_spec({**TOY, "results": str(tmp_path / "toy")})
-    first = run_recovery_study(spec, stream=io.StringIO())
+    first = run_study(spec, stream=io.StringIO())
     assert (first.total, first.ran, first.ok, first.failed) == (8, 8, 8, 0)
 
     rows = pd.read_parquet(tmp_path / "toy" / RECOVERY.name)
-    assert sorted(rows.task_id) == sorted(t for b in recovery_batches(spec) for t in b.task_ids)
+    assert sorted(rows.task_id) == sorted(t for b in recovery_batches(spec) for t in b.unit_ids)
     recovered = rows.groupby(["student", "n"]).recovered.all().to_dict()
     assert recovered == {("affine", 2): False, ("affine", 3): True, ("toy", 2): True, ("toy", 3): True}
     assert set(rows.model_rank_theory[rows.student == "toy"]) == {2}
 
-    again = run_recovery_study(spec, stream=io.StringIO())
+    again = run_study(spec, stream=io.StringIO())
     assert (again.skipped, again.ran) == (8, 0)
 
     grown = spec.model_copy(update={"seeds": 3})
     stream = io.StringIO()
-    third = run_recovery_study(grown, stream=stream)
+    third = run_study(grown, stream=stream)
     assert (third.total, third.skipped, third.ran, third.ok) == (12, 8, 4, 4)
     assert "12/12" not in stream.getvalue() and "4/4 tasks done" in stream.getvalue()
-    assert "12 tasks, 12 finished, 0 to run" in recovery_plan_text(grown, ResultsDir.at(grown.results_path))
+    assert "12 tasks, 12 finished, 0 to run" in plan_text(grown)

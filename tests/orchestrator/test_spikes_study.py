@@ -40,28 +40,34 @@ def study(ray_local, tiny_study, tmp_path_factory: pytest.TempPathFactory) -> tu
     return path, root / "results"
 
 
-def test_both_parts_write_trials_steps_and_probes(study) -> None:
+def test_function_runs_and_trials_each_land_in_their_own_table_with_steps_and_probes(study) -> None:
     _, results = study
     trials = pd.read_parquet(results / "trials").set_index("trial_id")
-    assert sorted(trials["architecture"]) == ["llama", "mlp-tanh", "mlp-tanh"]
-    assert set(trials["status"]) == {"ok"} and set(trials["study"]) == {"spikes-test"}
+    runs = pd.read_parquet(results / "function_runs").set_index("run_id")
+    assert list(trials["architecture"]) == ["llama"]
+    assert list(runs["activation"]) == ["tanh", "tanh"] and sorted(runs["seed"]) == [0, 1]
+    assert set(trials["status"]) | set(runs["status"]) == {"ok"}
+    assert set(trials["study"]) | set(runs["study"]) == {"spikes-test"}
     steps = pd.read_parquet(results / "steps")
     probes = pd.read_parquet(results / "probes")
-    for trial_id, row in trials.iterrows():
-        assert list(steps.loc[steps.trial_id == trial_id, "step"].sort_values()) == list(range(1, row.steps + 1))
-        every = 4 if row.architecture == "llama" else 10
-        probed = probes.loc[probes.trial_id == trial_id, "step"].sort_values()
-        assert list(probed) == list(range(every, row.steps + 1, every))
+    for unit_id, n_steps, every in [
+        *((i, n, 4) for i, n in trials["steps"].items()),
+        *((i, n, 10) for i, n in runs["steps"].items()),
+    ]:
+        assert list(steps.loc[steps.trial_id == unit_id, "step"].sort_values()) == list(range(1, n_steps + 1))
+        probed = probes.loc[probes.trial_id == unit_id, "step"].sort_values()
+        assert list(probed) == list(range(every, n_steps + 1, every))
     assert steps["adam_critical_share"].notna().all()
 
 
 @pytest.mark.parametrize("command", ["run", "resume"])
 def test_a_rerun_runs_nothing(study, command: str, capsys: pytest.CaptureFixture[str]) -> None:
     path, results = study
-    before = sorted((p.name, p.stat().st_mtime_ns) for p in (results / "trials").iterdir())
+    tables = [results / "trials", results / "function_runs"]
+    before = sorted((p.name, p.stat().st_mtime_ns) for table in tables for p in table.iterdir())
     assert main([command, str(path if command == "run" else results)]) == 0
-    assert "3 trials: 3 already finished, 0 ran" in capsys.readouterr().out
-    assert sorted((p.name, p.stat().st_mtime_ns) for p in (results / "trials").iterdir()) == before
+    assert "3 units: 3 already finished, 0 ran" in capsys.readouterr().out
+    assert sorted((p.name, p.stat().st_mtime_ns) for table in tables for p in table.iterdir()) == before
 
 
 def test_the_report_gives_spike_shares_per_kind_of_network(study) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from orchestrator.study import run_study
 from sweeps.grid import expand
-from sweeps.spec import builtin_spec_path, load_spec, parse_spec
+from sweeps.studies import builtin_spec_path, load_spec, parse_spec
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -131,14 +132,30 @@ def scalesweep(*args: str, cwd: Path, token: str, timeout: float = 120) -> subpr
     )
 
 
-def test_submit_smoke_study_to_a_real_head(tmp_path: Path) -> None:
+TINY = {
+    "name": "tiny",
+    "data": {
+        "corpus": "synthetic",
+        "synthetic": {"vocab_size": 64, "branching": 8, "tokens": 50000},
+        "eval_tokens": 1024,
+    },
+    "model": {"sizes": ["1x32"], "head_dim": 16, "seq_len": 32},
+    "grid": {"tokens": [4096], "weight_decay": [0.0, 0.1]},
+    "train": {"batch_size": 8, "eval_interval": 8},
+}
+
+
+def test_submit_a_spec_file_to_a_real_head(tmp_path: Path) -> None:
+    """The spec travels with the job's working directory and runs there; its results land where --results says."""
     workdir = tmp_path / "work"
-    workdir.mkdir()
+    (workdir / "specs").mkdir(parents=True)
+    (workdir / "specs" / "tiny.yaml").write_text(yaml.safe_dump(TINY), encoding="utf-8")
     results = tmp_path / "results"
     with ray_head() as head:
         submitted = scalesweep(
-            "submit", "smoke", "--address", head.dashboard, "--results", str(results), cwd=workdir, token=head.token
-        )
+            "submit", "specs/tiny.yaml", "--address", head.dashboard, "--results", str(results), cwd=workdir,
+            token=head.token,
+        )  # fmt: skip
         assert submitted.returncode == 0, submitted.stderr
         job_id = submitted.stdout.strip()
         assert job_id.startswith("raysubmit_")
@@ -153,18 +170,18 @@ def test_submit_smoke_study_to_a_real_head(tmp_path: Path) -> None:
             pytest.fail(f"job {job_id} ended {status}; its logs:\n{logs.stdout}{logs.stderr}")
 
         trials = pd.read_parquet(results / "trials")
-        assert len(trials) == 16
+        assert len(trials) == 2
         assert set(trials["status"]) == {"ok"}
         assert trials["trial_id"].is_unique
 
         shown = scalesweep("status", job_id, "--address", head.dashboard, cwd=workdir, token=head.token)
         assert shown.returncode == 0, shown.stderr
-        assert "SUCCEEDED" in shown.stdout and "smoke" in shown.stdout
+        assert "SUCCEEDED" in shown.stdout and "tiny" in shown.stdout
 
         for follow in ([], ["--follow"]):
             logs = scalesweep("logs", job_id, *follow, "--address", head.dashboard, cwd=workdir, token=head.token)
             assert logs.returncode == 0, logs.stderr
-            assert "16 trials" in logs.stdout  # the study's summary line, printed by `run` on the cluster
+            assert "2 trials" in logs.stdout  # the study's summary line, printed by `run` on the cluster
 
         unknown = scalesweep("status", "raysubmit_none", "--address", head.dashboard, cwd=workdir, token=head.token)
         assert unknown.returncode == 2

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sweeps.grid import expand
-from sweeps.spec import parse_spec
+from sweeps.studies import parse_spec
 
 BASE = {
     "name": "g",
@@ -28,7 +28,7 @@ def test_axes_are_crossed_with_sizes() -> None:
     trials = expand(spec_with())
     assert len(trials) == 2 * 2 * 2 * 2 * 2
     assert len({t.trial_id for t in trials}) == len(trials)
-    cells = {(t.size_label, t.tokens, t.init.label, t.weight_decay, t.seed) for t in trials}
+    cells = {(t.shape.label, t.tokens, t.init.label, t.weight_decay, t.seed) for t in trials}
     assert ("2x32", 8192, "std=0.02", 0.1, 1) in cells
 
 
@@ -66,7 +66,7 @@ def test_config_round_trip() -> None:
     from sweeps.grid import TrialConfig
 
     for trial in expand(spec_with()):
-        again = TrialConfig.from_dict(trial.to_dict())
+        again = TrialConfig.from_config(trial.to_config())
         assert again == trial and again.trial_id == trial.trial_id
 
 
@@ -77,13 +77,13 @@ def test_width_scaling_sets_each_sizes_lr_and_warmup() -> None:
         grid={"tokens": [4096], "lr": [0.01, 0.02]},
         train={"batch_size": 4, "warmup_steps": 10, "width_scaling": rule},
     )
-    got = {(t.d_model, round(t.lr, 12), t.train.warmup_steps) for t in expand(spec)}
+    got = {(t.shape.d_model, round(t.lr, 12), t.train.warmup_steps) for t in expand(spec)}
     expected = {
         (d, round(base * (d / 32) ** -1.5, 12), round(10 * d / 32)) for d in (16, 32, 64) for base in (0.01, 0.02)
     }
     assert got == expected
     # A trial's id follows what it computes: the same lr and warmup given by hand give the same id.
-    (scaled,) = [t for t in expand(spec) if t.d_model == 64 and t.lr < 0.005]
+    (scaled,) = [t for t in expand(spec) if t.shape.d_model == 64 and t.lr < 0.005]
     by_hand = spec_with(
         model={"sizes": ["2x64"], "head_dim": 16, "seq_len": 32},
         grid={"tokens": [4096], "lr": [0.01 * 2**-1.5]},

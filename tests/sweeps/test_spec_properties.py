@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestrator.cli import main
-from sweeps.spec import SpecError, load_spec, parse_spec
+from sweeps.base import SpecError
+from sweeps.studies import load_spec, parse_spec
 
 VALID: dict[str, Any] = {
     "name": "p",

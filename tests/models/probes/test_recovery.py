@@ -107,7 +107,26 @@ def test_task_ids_depend_on_semantics_only() -> None:
     (one,) = _batches(setting, [4], 2)
     (same,) = _batches(setting, [4], 2)
     (other,) = _batches(setting, [4], 2, lr=0.2)
-    assert one.task_ids == same.task_ids
-    assert len(set(one.task_ids)) == 2
-    assert not set(one.task_ids) & set(other.task_ids)
+    assert one.unit_ids == same.unit_ids
+    assert len(set(one.unit_ids)) == 2
+    assert not set(one.unit_ids) & set(other.unit_ids)
     assert torch.get_default_dtype() == torch.float32  # running experiments leaves the global dtype alone
+
+
+@pytest.mark.slow
+def test_two_layer_tanh_runs_record_the_lifting_check() -> None:
+    """Known answers of the embedding principle in depth (models/probes/lifting.py): the lifted network computes the
+    same function on the training inputs, and its gradient adds Wᵀ·(shallow gradient) terms, so it is as small as the
+    shallow one at a critical point; students that are not two-layer tanh networks record nothing."""
+    neuron = {
+        "target": {"family": "neuron", "a": 1.0, "w": [1.0], "b": 1.0},
+        "student": {"family": "fc_tanh", "width": 2, "bias": True},
+    }
+    (row,) = _rows(neuron, [6], 1, lr=0.3, loss_tolerance=1e-9, max_steps=30_000)[6]
+    assert row["converged"]
+    assert row["lifting_output_change"] < 1e-12
+    assert row["lifting_grad_norm_shallow"] <= row["lifting_grad_norm_lifted"] < 1e-3
+    assert row["lifting_hessian_min_shallow"] > -1e-6 and row["lifting_hessian_min_lifted"] > -1e-6
+    toy = {"target": {"family": "linear", "coefficients": [0.0, 1.0, 2.0]}, "student": {"family": "toy"}}
+    (other,) = _rows(toy, [3], 1, lr=0.1)[3]
+    assert "lifting_output_change" not in other

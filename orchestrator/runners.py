@@ -1,0 +1,17 @@
+"""Which runner (`orchestrator.runner.Runner`) runs each type of unit. Adding a type of unit adds one entry here."""
+
+from __future__ import annotations
+
+from orchestrator.lm import TrialRunner
+from orchestrator.recovery import RecoveryRunner
+from orchestrator.runner import Runner
+from orchestrator.spikes import FunctionRunner
+from sweeps.grid import TrialConfig
+from sweeps.recovery import RecoveryBatch
+from sweeps.spikes import FunctionRun
+
+RUNNERS: dict[type, Runner] = {
+    TrialConfig: TrialRunner(),
+    RecoveryBatch: RecoveryRunner(),
+    FunctionRun: FunctionRunner(),
+}
