@@ -62,3 +62,14 @@ def tiny_study(token_cache: Path):
         return {**spec, **sections}
 
     return build
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Test files with Ray tests first, then files with other slow tests, then the rest (each group in its usual
+    order): the two test processes (pytest-xdist, a file at a time) start the longest work first and finish together
+    instead of one waiting for the other's last long file."""
+    rank: dict[Path, int] = {}
+    for item in items:
+        weight = 0 if item.get_closest_marker("ray") else 1 if item.get_closest_marker("slow") else 2
+        rank[item.path] = min(rank.get(item.path, weight), weight)
+    items.sort(key=lambda item: rank[item.path])

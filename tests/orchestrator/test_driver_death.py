@@ -33,8 +33,8 @@ def study(results: Path, cache: Path) -> dict:
             "cache_dir": str(cache),
         },
         "model": {"sizes": ["1x32", "2x32"], "head_dim": 16, "seq_len": 32},
-        "grid": {"tokens": [16384, 24576], "init": [{"rate": 0.5}, {"std": 0.02}], "weight_decay": [0.1]},
-        "train": {"batch_size": 8, "eval_interval": 32, "checkpoint_interval": 32},
+        "grid": {"tokens": [8192, 12288], "init": [{"rate": 0.5}, {"std": 0.02}], "weight_decay": [0.1]},
+        "train": {"batch_size": 8, "eval_interval": 16, "checkpoint_interval": 16},
         "resources": {"max_concurrent": 2},
     }
 
