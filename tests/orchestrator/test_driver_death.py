@@ -1,7 +1,8 @@
-"""The driver dies mid-study (SIGINT, and separately SIGKILL): a second run finishes only the unfinished trials.
+"""The driver dies mid-study, twice: each later run starts only the unfinished trials and the last one finishes them.
 
-Real processes: `scalesweep run` runs as a subprocess with its own local Ray; the test interrupts it once some trials
-have finished, then runs the study again (`run` after SIGINT, `resume RESULTS` after SIGKILL).
+Real processes: `scalesweep run` runs as a subprocess with its own local Ray. The test interrupts it with SIGINT once
+some trials have finished, runs the study again and kills that run with SIGKILL once it has finished more, then
+`resume RESULTS` finishes the rest. Finished trials' files are never touched again.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def study(results: Path, cache: Path) -> dict:
             "cache_dir": str(cache),
         },
         "model": {"sizes": ["1x32", "2x32"], "head_dim": 16, "seq_len": 32},
-        "grid": {"tokens": [8192, 12288], "init": [{"rate": 0.5}, {"std": 0.02}], "weight_decay": [0.1]},
+        "grid": {"tokens": [8192, 12288, 16384], "init": [{"rate": 0.5}, {"std": 0.02}], "weight_decay": [0.1]},
         "train": {"batch_size": 8, "eval_interval": 16, "checkpoint_interval": 16},
         "resources": {"max_concurrent": 2},
     }
@@ -48,33 +49,41 @@ def finished_files(results: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in directory.glob("*.parquet")} if directory.is_dir() else {}
 
 
-@pytest.mark.parametrize(("sig", "again"), [(signal.SIGINT, "run"), (signal.SIGKILL, "resume")])
-def test_second_run_finishes_only_the_unfinished(tmp_path: Path, token_cache: Path, sig: int, again: str) -> None:
+def interrupted(command: list[str], results: Path, *, once_finished: int, sig: int) -> tuple[dict[str, bytes], str]:
+    """Start `command`, send `sig` once `once_finished` trials have their row, and return the rows' files then and
+    the command's output."""
+    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 180
+    while len(finished_files(results)) < once_finished and time.monotonic() < deadline and driver.poll() is None:
+        time.sleep(0.1)
+    driver.send_signal(sig)
+    output = driver.communicate(timeout=120)[0]
+    return finished_files(results), output
+
+
+def test_each_run_after_a_dead_driver_finishes_only_the_unfinished(tmp_path: Path, token_cache: Path) -> None:
     results = tmp_path / "r"
     raw = study(results, token_cache)
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(yaml.safe_dump(raw))
     total = len(expand(parse_spec(raw)))
 
-    driver = subprocess.Popen(cli("run", str(spec_file)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 180
-    while len(finished_files(results)) < 3 and time.monotonic() < deadline and driver.poll() is None:
-        time.sleep(0.1)
-    driver.send_signal(sig)
-    output = driver.communicate(timeout=120)[0]
-    before = finished_files(results)
-    assert 3 <= len(before) < total, output
+    first, output = interrupted(cli("run", str(spec_file)), results, once_finished=3, sig=signal.SIGINT)
+    assert 3 <= len(first) < total, output
 
-    second = subprocess.run(
-        cli(again, str(spec_file) if again == "run" else str(results)), capture_output=True, text=True, timeout=300
-    )
-    assert second.returncode == 0, second.stderr
-    unfinished = total - len(before)
-    assert f"{total - unfinished} already finished, {unfinished} ran ({unfinished} ok" in second.stdout
+    second, output = interrupted(cli("run", str(spec_file)), results, once_finished=len(first) + 1, sig=signal.SIGKILL)
+    assert f"running {total - len(first)} of {total} trials" in output, output
+    assert len(first) < len(second) < total, output
+    assert {name: second[name] for name in first} == first  # finished trials' files untouched, byte for byte
+
+    last = subprocess.run(cli("resume", str(results)), capture_output=True, text=True, timeout=300)
+    assert last.returncode == 0, last.stderr
+    unfinished = total - len(second)
+    assert f"{total - unfinished} already finished, {unfinished} ran ({unfinished} ok" in last.stdout
 
     after = finished_files(results)
     assert len(after) == total
-    assert {name: after[name] for name in before} == before  # finished trials' files untouched, byte for byte
+    assert {name: after[name] for name in second} == second
     rows = pd.read_parquet(results / "trials")
     assert rows.trial_id.is_unique and set(rows.status) == {"ok"}
     steps = pd.read_parquet(results / "steps")
