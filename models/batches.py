@@ -15,7 +15,7 @@ from sweeps.grid import TrialConfig
 
 def plan_steps(trial: TrialConfig) -> int:
     """Optimizer steps of the trial: whole batches of its tokens."""
-    return trial.tokens // (trial.train.batch_size * trial.shape.seq_len)
+    return trial.steps
 
 
 def batch_order(trial: TrialConfig, steps: int, windows: int) -> np.ndarray:

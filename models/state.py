@@ -6,20 +6,23 @@ a trial exactly (`models.checkpoint`, `models.distributed`); `models.train` runs
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
 
 from models.init import apply_init
-from models.lm import build_lm
+from models.lm import build_lm, use_bf16_autocast
 from sweeps.grid import TrialConfig
 
 
 @dataclass
 class TrainState:
-    """Everything that changes during training; enough to resume a trial exactly."""
+    """Everything that changes during training; enough to resume a trial exactly (and, not saved, how its training
+    step computes the loss)."""
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
@@ -27,6 +30,25 @@ class TrainState:
     rows: list[dict[str, Any]] = field(default_factory=list)
     train_seconds: float = 0.0
     elapsed_offset: float = 0.0
+    loss_of: Callable[[torch.Tensor], torch.Tensor] | None = None
+    """The training step's loss of a batch, when it is not the model's own (a compiled one: `ready_for`)."""
+
+
+def lm_loss(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """The mean next-token loss of `batch` (sequences × seq_len token ids) under `model`."""
+    return model(input_ids=batch, labels=batch).loss
+
+
+def ready_for(state: TrainState, device: torch.device, *, compile_step: bool | None) -> None:
+    """Get a trial's state ready to train on `device`, in place: bf16 autocast on a GPU, and the training step's
+    forward and backward compiled with ``torch.compile`` when `compile_step` says so (None: on a GPU only, the rule
+    `benchmarks/throughput.py` measured; README "Compiled training"). The model itself stays eager, so the eval pays
+    no second compile and checkpoints are the eager model's; compiled graphs are cached per process and on disk
+    (Inductor's cache), so later trials of the same shape reuse them."""
+    if device.type == "cuda":
+        use_bf16_autocast(state.model, "cuda")
+    if compile_step if compile_step is not None else device.type == "cuda":
+        state.loss_of = torch.compile(partial(lm_loss, state.model))
 
 
 def make_optimizer(model: nn.Module, trial: TrialConfig) -> torch.optim.Optimizer:

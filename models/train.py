@@ -31,11 +31,11 @@ import torch
 from torch import nn
 
 from models.accounting import count_params, flops_per_token, training_flops
-from models.batches import batch_order, plan_steps
+from models.batches import batch_order
 from models.data import TokenStore
 from models.distributed import unwrap
 from models.probes.adam import AdamStepStats, adam_columns, adam_step_stats
-from models.state import TrainState, new_state
+from models.state import TrainState, lm_loss, new_state
 from sweeps.grid import TrialConfig
 
 EVAL_BATCH = 32
@@ -74,14 +74,55 @@ class TrialOutcome:
     row: dict[str, Any]
 
 
-def lr_at(step: int, *, peak: float, warmup: int, total: int, schedule: str, min_ratio: float) -> float:
-    """Learning rate for optimizer step `step` (0-based): linear warmup, then cosine to min_ratio·peak (or constant)."""
+def lr_at(
+    step: int,
+    *,
+    peak: float,
+    warmup: int,
+    total: int,
+    schedule: str,
+    min_ratio: float,
+    decay_start: int | None = None,
+    decay_shape: str | None = None,
+) -> float:
+    """Learning rate for optimizer step `step` (0-based) of `total`.
+
+    ``cosine``: linear warmup, then cosine to min_ratio·peak at the last step. ``constant``: warmup, then peak.
+    ``wsd``: peak × w(step) × d(step), where w = (step+1)/warmup during the warmup and 1 after, and d = 1 before
+    `decay_start` and then min_ratio + (1 − min_ratio)·(1 − f(p)) with p = (step − decay_start + 1)/(total −
+    decay_start), so the last step is at min_ratio·peak; f(p) = p (``linear``) or √p (``1-sqrt``, Hägele et al.
+    2024). Before `decay_start` the lr does not depend on `total`: that is what lets cooldown branches share one
+    stable run.
+    """
+    if schedule == "wsd":
+        if decay_start is None or decay_shape not in ("linear", "1-sqrt"):
+            raise ValueError("a wsd schedule needs decay_start and a decay_shape of linear or 1-sqrt")
+        warm = (step + 1) / warmup if step < warmup else 1.0
+        if step < decay_start:
+            return peak * warm
+        progress = (step - decay_start + 1) / (total - decay_start)
+        done = progress if decay_shape == "linear" else math.sqrt(progress)
+        return peak * warm * (min_ratio + (1 - min_ratio) * (1 - done))
     if step < warmup:
         return peak * (step + 1) / warmup
     if schedule == "constant" or total <= warmup:
         return peak
     progress = min(1.0, (step - warmup) / max(1, total - warmup - 1))
     return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def trial_lr(trial: TrialConfig, step: int) -> float:
+    """The learning rate of `trial` at optimizer step `step` (0-based), from its schedule (`lr_at`)."""
+    return lr_at(
+        step,
+        peak=trial.lr,
+        warmup=trial.train.warmup_steps,
+        total=trial.steps,
+        schedule=trial.train.schedule,
+        min_ratio=trial.train.min_lr_ratio,
+        decay_start=trial.decay_start,
+        decay_shape=trial.train.decay_shape,
+    )
 
 
 def train_step(
@@ -92,6 +133,7 @@ def train_step(
     grad_clip: float,
     *,
     adam_rho: float | None = None,
+    loss_of: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[float, float, AdamStepStats | None]:
     """One AdamW step on `batch` (sequences × seq_len token ids).
 
@@ -101,7 +143,7 @@ def train_step(
     """
     for group in optimizer.param_groups:
         group["lr"] = lr
-    loss = model(input_ids=batch, labels=batch).loss
+    loss = loss_of(batch) if loss_of is not None else lm_loss(model, batch)
     loss.backward()
     max_norm = grad_clip if grad_clip > 0 else math.inf
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
@@ -158,7 +200,34 @@ def train(
     shard = shard or Shard()
     device = device or torch.device("cpu")
     state = state or new_state(trial, store.vocab_size, device)
-    steps = plan_steps(trial)
+    started = time.perf_counter() - state.elapsed_offset
+    diverged = advance(
+        trial, store, state, until=trial.steps, device=device, on_report=on_report, shard=shard, probe_every=probe_every
+    )
+    status = "diverged" if diverged else "ok"
+    error = f"non-finite training loss at step {state.step}" if diverged else None
+    return TrialOutcome(
+        status, error, summary_row(trial, store, state, status, error, time.perf_counter() - started, shard)
+    )
+
+
+def advance(
+    trial: TrialConfig,
+    store: TokenStore,
+    state: TrainState,
+    *,
+    until: int,
+    device: torch.device,
+    on_report: Callable[[Report], None] | None = None,
+    shard: Shard | None = None,
+    probe_every: int = 0,
+) -> bool:
+    """Train `state` from its step up to step `until` (at most the trial's steps) on the trial's batches and
+    schedule; returns whether the loss diverged. Stopping early and calling again trains exactly what one call
+    would: a stable run stops at each cooldown branch's fork point this way (`models.branching`)."""
+    shard = shard or Shard()
+    steps = trial.steps
+    until = min(until, steps)
     # a view of the memory-mapped stream: each step reads only its own sequences
     sequences = store.training_sequences(trial.shape.seq_len)
     order = batch_order(trial, steps, len(sequences))
@@ -169,21 +238,20 @@ def train(
     stats = trial.train.adam_stats
     diverged = False
 
-    while state.step < steps and not diverged:
+    while state.step < until and not diverged:
         tick = time.perf_counter()
-        lr = lr_at(
-            state.step,
-            peak=trial.lr,
-            warmup=trial.train.warmup_steps,
-            total=steps,
-            schedule=trial.train.schedule,
-            min_ratio=trial.train.min_lr_ratio,
-        )
+        lr = trial_lr(trial, state.step)
         rows = shard.rows_of(order[state.step])
         batch = torch.from_numpy(sequences[rows].astype(np.int64)).to(device)
         measure = bool(stats.every) and (state.step + 1) % stats.every == 0
         loss, grad_norm, adam = train_step(
-            state.model, state.optimizer, batch, lr, trial.train.grad_clip, adam_rho=stats.rho if measure else None
+            state.model,
+            state.optimizer,
+            batch,
+            lr,
+            trial.train.grad_clip,
+            adam_rho=stats.rho if measure else None,
+            loss_of=state.loss_of,
         )
         loss = shard.reduce_loss(loss)
         state.step += 1
@@ -217,12 +285,8 @@ def train(
             on_report(Report(state, steps, final=final, diverged=diverged, checkpoint=at_checkpoint, probe=at_probe))
         # the loop's own cost (data, step, logging, reporting) counts as training time; the eval does not
         state.train_seconds += time.perf_counter() - tick - eval_seconds
-
-    status = "diverged" if diverged else "ok"
-    error = f"non-finite training loss at step {state.step}" if diverged else None
-    return TrialOutcome(
-        status, error, summary_row(trial, store, state, status, error, time.perf_counter() - started, shard)
-    )
+    state.elapsed_offset = time.perf_counter() - started
+    return diverged
 
 
 def config_columns(trial: TrialConfig) -> dict[str, Any]:

@@ -38,7 +38,7 @@ class TaskRun:
         return cls(unit=config["unit"], results=config["results"])
 
 
-def _cpu_slots(cpus_per_task: float) -> int:
+def cpu_slots(cpus_per_task: float) -> int:
     """How many tasks of ``cpus_per_task`` CPUs the cluster can run at once (at least one)."""
     return max(1, int(ray.cluster_resources().get("CPU", 1) // cpus_per_task))
 
@@ -61,7 +61,7 @@ def run_bounded(
     """
     remote = ray.remote(body).options(num_cpus=cpus, max_retries=retries)
     threads = max(1, int(cpus))
-    limit = limit or _cpu_slots(cpus)
+    limit = limit or cpu_slots(cpus)
     queue = list(units)
     running: dict[ray.ObjectRef, Unit] = {}
     statuses: dict[str, str] = {}

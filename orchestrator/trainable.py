@@ -34,9 +34,8 @@ import transformers
 from ray import tune
 
 from models.checkpoint import load_state, save_state
-from models.data import prepare_tokens
-from models.lm import use_bf16_autocast
-from models.state import TrainState, new_state
+from models.data import TokenStore, prepare_tokens
+from models.state import TrainState, new_state, ready_for
 from models.train import Report, Shard, config_columns, train
 from orchestrator.probes import probe_hook
 from orchestrator.results import ResultsDir
@@ -69,22 +68,25 @@ class TrialRun:
     def use_gpu(self) -> bool:
         return self.trial.resources.gpus_per_trial > 0
 
+    def set_up(self) -> tuple[torch.device, TokenStore]:
+        """This process's torch threads, its device (the GPU when the trial asks for one) and the trial's tokens."""
+        torch.set_num_threads(self.torch_threads)
+        device = torch.device("cuda") if self.use_gpu and torch.cuda.is_available() else torch.device("cpu")
+        return device, prepare_tokens(self.trial.data, min_train_tokens=self.trial.tokens)
+
 
 def run_trial(config: dict[str, Any]) -> None:
     """A single-process trial, run inside its Tune actor (``config["run"]`` is a ``TrialRun``)."""
     run = TrialRun.from_config(config["run"])
     trial = run.trial
-    torch.set_num_threads(run.torch_threads)
-    device = torch.device("cuda") if run.use_gpu and torch.cuda.is_available() else torch.device("cpu")
-    store = prepare_tokens(trial.data, min_train_tokens=trial.tokens)
+    device, store = run.set_up()
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             state = load_state(trial, store.vocab_size, directory, device)
     else:
         state = new_state(trial, store.vocab_size, device)
-    if device.type == "cuda":
-        use_bf16_autocast(state.model, "cuda")
+    ready_for(state, device, compile_step=trial.train.compile)
 
     def save_and_report(state: TrainState, metrics: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as directory:
@@ -94,7 +96,7 @@ def run_trial(config: dict[str, Any]) -> None:
     results = ResultsDir(run.results)
     curvature = trial.probes.curvature if trial.probes else None
     on_probe = probe_hook(trial, results, curvature, run.probe_queue) if curvature and run.probe_queue else None
-    _train_and_record(
+    train_and_record(
         trial,
         results=results,
         store=store,
@@ -178,7 +180,7 @@ def train_worker(config: dict[str, Any]) -> None:
             save_sharded_state(state, directory)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
 
-    _train_and_record(
+    train_and_record(
         trial,
         results=ResultsDir(run.results),
         store=store,
@@ -191,11 +193,11 @@ def train_worker(config: dict[str, Any]) -> None:
     )
 
 
-def _train_and_record(
+def train_and_record(
     trial: TrialConfig,
     *,
     results: ResultsDir,
-    store: Any,
+    store: TokenStore,
     state: TrainState | None,
     device: torch.device,
     shard: Shard,
@@ -204,8 +206,9 @@ def _train_and_record(
     writes_results: bool,
     probe_every: int = 0,
     on_probe: Callable[[TrainState], None] | None = None,
-) -> None:
+) -> str:
     """Train, reporting at every eval and checkpoint point; the process that `writes_results` writes the Parquet.
+    Returns the trial's status (ok or diverged; an exception is recorded as failed and raised again).
 
     At every `probe_every`-th step `on_probe` gets the state (to save a probe checkpoint and hand it off).
     """
@@ -235,13 +238,14 @@ def _train_and_record(
     except Exception as err:
         if writes_results:
             failed = {**config_columns(trial), "status": "failed", "error": f"{type(err).__name__}: {err}"}
-            results.write_rows(TRIALS, trial.trial_id, [_bookkeeping(trial, failed, device)])
+            results.write_rows(TRIALS, trial.trial_id, [trial_bookkeeping(trial, failed, device)])
         raise
     if writes_results:
-        results.write_rows(TRIALS, trial.trial_id, [_bookkeeping(trial, outcome.row, device)])
+        results.write_rows(TRIALS, trial.trial_id, [trial_bookkeeping(trial, outcome.row, device)])
+    return outcome.status
 
 
-def _bookkeeping(trial: TrialConfig, row: dict[str, Any], device: torch.device) -> dict[str, Any]:
+def trial_bookkeeping(trial: TrialConfig, row: dict[str, Any], device: torch.device) -> dict[str, Any]:
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     return bookkeeping(row, trial.study, trial.to_config(), device_name)
 

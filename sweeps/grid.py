@@ -12,6 +12,7 @@ Expansion order is deterministic: model sizes, then cases (if any), then the cro
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -65,8 +66,6 @@ class TrialConfig:
     def semantic(self) -> dict[str, Any]:
         """The fields that decide what the trial computes: the input of the trial id."""
         data = self.data.model_dump(mode="json", exclude={"cache_dir"})
-        # width_scaling is left out: its effect is the trial's own lr and warmup_steps, which are in
-        train = self.train.model_dump(mode="json", exclude={"lr", "checkpoint_interval", "adam_stats", "width_scaling"})
         return {
             "id_version": ID_VERSION,
             "architecture": self.shape.architecture,
@@ -80,12 +79,37 @@ class TrialConfig:
             "seed": self.seed,
             "lr": self.lr,
             "data": data,
-            "train": train,
+            "train": _train_identity(self.train),
         }
 
     @property
     def trial_id(self) -> str:
         return content_id(self.semantic())
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps: whole batches of the trial's tokens."""
+        return self.tokens // (self.train.batch_size * self.shape.seq_len)
+
+    @property
+    def decay_start(self) -> int | None:
+        """Under a ``wsd`` schedule, the first step of the decay (the fork point of this cell's cooldown branch):
+        steps − round(decay_fraction × steps), the decay at least one step long; otherwise None."""
+        if self.train.schedule != "wsd":
+            return None
+        fraction = self.train.decay_fraction or 0.0
+        decay = min(self.steps, max(1, math.floor(fraction * self.steps + 0.5)))
+        return self.steps - decay
+
+    @property
+    def stable_id(self) -> str:
+        """The identity of the trial's stable phase: everything that decides its training before the decay (the
+        trial's semantic config without D and the decay's settings). Cells of one ``wsd`` grid that differ only in D
+        share it, and so share one stable run."""
+        semantic = self.semantic()
+        decay = ("decay_fraction", "decay_shape", "min_lr_ratio")
+        train = {k: v for k, v in semantic["train"].items() if k not in decay}
+        return content_id({**semantic, "tokens": None, "train": train, "unit": "stable"}, prefix="s-")
 
     @property
     def unit_ids(self) -> tuple[str, ...]:
@@ -124,6 +148,18 @@ class TrialConfig:
             resources=ResourcesSpec.model_validate(config.get("resources") or {}),
             probes=None if config.get("probes") is None else ProbesSpec.model_validate(config["probes"]),
         )
+
+
+# How a trial runs, not what it computes: left out of its id. width_scaling's effect is the trial's own lr and
+# warmup_steps, which are in.
+_NOT_IDENTITY = ("lr", "checkpoint_interval", "adam_stats", "width_scaling", "branching", "compile")
+# Settings added after ids existed: in the id only when set, so the ids of trials that do not use them stay the same.
+_IDENTITY_WHEN_SET = ("decay_fraction", "decay_shape")
+
+
+def _train_identity(train: TrainSpec) -> dict[str, Any]:
+    dumped = train.model_dump(mode="json", exclude=set(_NOT_IDENTITY))
+    return {k: v for k, v in dumped.items() if not (k in _IDENTITY_WHEN_SET and v is None)}
 
 
 def _axis_values(body: LMStudyBody) -> list[dict[str, Any]]:

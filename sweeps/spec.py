@@ -262,12 +262,28 @@ class WidthScaling(Strict):
         return round(base * (d_model / self.reference_d_model) ** self.warmup_exponent)
 
 
+WSD_DEFAULTS = (0.2, "1-sqrt", True)
+"""decay_fraction, decay_shape and branching of a ``wsd`` schedule when the spec leaves them out."""
+
+
 class TrainSpec(Strict):
+    """How every trial trains. ``schedule`` after the linear warmup: ``cosine`` to ``min_lr_ratio`` × lr at the last
+    step, ``constant``, or ``wsd`` (warmup–stable–decay: the peak lr until the final ``decay_fraction`` of the run,
+    then a ``decay_shape`` decay to ``min_lr_ratio`` × lr; Hägele et al. 2024). Under ``wsd`` a study trains each
+    setting once and fills every D of the tokens axis from cooldown branches (``branching``, on by default; README
+    "Cooldown branches"). ``compile`` compiles the model with ``torch.compile`` (default: on for GPU trials, off on
+    CPU). ``decay_fraction``, ``decay_shape`` and ``branching`` exist only under ``wsd``; ``branching`` and
+    ``compile`` change how a trial runs, not what it computes, so they are not part of its id."""
+
     batch_size: PositiveInt = 16
     lr: PositiveFloat = 3e-3
     warmup_steps: Annotated[int, Field(ge=0)] = 20
-    schedule: Literal["cosine", "constant"] = "cosine"
+    schedule: Literal["cosine", "constant", "wsd"] = "cosine"
     min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = 0.1
+    decay_fraction: Annotated[float, Field(gt=0, le=1)] | None = None
+    decay_shape: Literal["linear", "1-sqrt"] | None = None
+    branching: bool | None = None
+    compile: bool | None = None
     betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.95)
     eps: PositiveFloat = 1e-8
     grad_clip: NonNegativeFloat = 1.0
@@ -276,6 +292,19 @@ class TrainSpec(Strict):
     checkpoint_interval: Annotated[int, Field(ge=0)] = 0
     adam_stats: AdamStatsSpec = AdamStatsSpec()
     width_scaling: WidthScaling | None = None
+
+    @model_validator(mode="after")
+    def _wsd_settings(self) -> TrainSpec:
+        wsd_only = ("decay_fraction", "decay_shape", "branching")
+        if self.schedule != "wsd":
+            for key in wsd_only:
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key} is a setting of schedule: wsd (got schedule: {self.schedule})")
+            return self
+        for key, default in zip(wsd_only, WSD_DEFAULTS, strict=True):
+            if getattr(self, key) is None:
+                object.__setattr__(self, key, default)
+        return self
 
     @model_validator(mode="after")
     def _stats_on_logged_steps(self) -> TrainSpec:

@@ -26,7 +26,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from sweeps.base import PositiveFloat, PositiveInt, Strict, StudyBase, TaskResources, Unit, content_id
-from sweeps.grid import trials_of
+from sweeps.branching import lm_units
 from sweeps.spec import AdamStatsSpec, LMStudyBody
 
 ID_VERSION = 1
@@ -129,5 +129,5 @@ def function_runs(spec: SpikesSpec) -> list[FunctionRun]:
 
 def spikes_units(spec: SpikesSpec) -> list[Unit]:
     """The function runs, then the trials of the lm part."""
-    lm = trials_of(spec.lm, spec.name) if spec.lm is not None else []
+    lm = lm_units(spec.lm, spec.name) if spec.lm is not None else []
     return [*function_runs(spec), *lm]

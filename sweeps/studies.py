@@ -18,7 +18,7 @@ import yaml
 from pydantic import ValidationError
 
 from sweeps.base import SpecError, StudyBase, Unit, format_validation_error
-from sweeps.grid import expand
+from sweeps.branching import lm_units
 from sweeps.recovery import RecoverySpec, recovery_batches
 from sweeps.spec import StudySpec
 from sweeps.spikes import SpikesSpec, spikes_units
@@ -36,7 +36,7 @@ class Kind:
 KINDS: dict[str, Kind] = {
     kind.key: kind
     for kind in (
-        Kind("lm", StudySpec, expand),
+        Kind("lm", StudySpec, lambda spec: lm_units(spec, spec.name)),
         Kind("recovery", RecoverySpec, recovery_batches),
         Kind("spikes", SpikesSpec, spikes_units),
     )

@@ -400,7 +400,33 @@ FUNCTION_RUNS = Table(
     ),
 )
 
-TABLES: dict[str, Table] = {t.name: t for t in (TRIALS, STEPS, PROBES, RECOVERY, FUNCTION_RUNS)}
+SEGMENTS = Table(
+    name="segments",
+    key=("segment_id",),
+    columns=(
+        _c(
+            "segment_id",
+            s,
+            "<stable_id>-<start_step>-<end_step> for a stretch of a stable run, <trial_id>-<start>-<end> for a "
+            "cooldown branch.",
+            nullable=False,
+        ),
+        _c("study", s, "Study name from the spec.", nullable=False),
+        _c("kind", s, "stable (a stretch of a stable run) or cooldown (a branch to one cell's D).", nullable=False),
+        _c("stable_id", s, "The stable run (s- + a short hash of the cells' shared config without D).", nullable=False),
+        _c("trial_id", s, "The cell a cooldown branch finishes; null for a stable stretch."),
+        _c("start_step", i64, "Step of the state it started from (0: a fresh initialization).", nullable=False),
+        _c("end_step", i64, "Step it reached.", nullable=False),
+        _c("tokens", i64, "Training tokens it trained: (end_step − start_step) × batch tokens.", nullable=False),
+        _c("status", s, "ok, diverged or failed.", nullable=False),
+        _c("wall_s", f64, "Seconds it took, state loads and saves included."),
+        _c("finished_at", pa.timestamp("ms", tz="UTC"), "When the row was written."),
+    ),
+)
+"""What a study with cooldown branches trained, stretch by stretch: the tokens it spent, and where each branch
+forked. A rerun that trains a stretch again writes its row again."""
+
+TABLES: dict[str, Table] = {t.name: t for t in (TRIALS, STEPS, PROBES, RECOVERY, FUNCTION_RUNS, SEGMENTS)}
 
 
 def markdown() -> str:

@@ -47,6 +47,25 @@ def test_lr_schedule_warmup_then_cosine_to_floor() -> None:
     assert lr_at(59, **kw) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 49 / 99)))
 
 
+@pytest.mark.parametrize("shape", ["linear", "1-sqrt"])
+def test_wsd_schedule_is_warmup_then_peak_then_the_decay_formula(shape: str) -> None:
+    """Hägele et al. (2024): warmup to the peak, the peak until the decay starts, then 1 − p or 1 − √p to the floor."""
+    total, warmup, start, floor = 100, 10, 80, 0.1
+    kw = {"peak": 2.0, "warmup": warmup, "total": total, "schedule": "wsd", "min_ratio": floor}
+    lrs = [lr_at(step, decay_start=start, decay_shape=shape, **kw) for step in range(total)]
+    decay = (lambda p: 1 - p) if shape == "linear" else (lambda p: 1 - math.sqrt(p))
+
+    def floored(step: int) -> float:  # decay step k = 1..20 of 20: p = k/20
+        return 2.0 * (floor + (1 - floor) * decay((step - start + 1) / (total - start)))
+
+    expected = [2.0 * (s + 1) / warmup if s < warmup else 2.0 if s < start else floored(s) for s in range(total)]
+    assert lrs == pytest.approx(expected, rel=1e-12)
+    assert lrs[-1] == pytest.approx(2.0 * floor)  # the last step lands on the floor
+    # before the decay the lr does not depend on the run's length: what lets every D share one stable run
+    longer = [lr_at(step, decay_start=400, decay_shape=shape, **{**kw, "total": 500}) for step in range(start)]
+    assert longer == lrs[:start]
+
+
 def test_each_sequence_is_visited_once_and_batches_do_not_depend_on_d(trial_and_store) -> None:
     trial, store = trial_and_store
     windows = len(store.training_sequences(trial.shape.seq_len))

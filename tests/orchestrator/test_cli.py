@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 from sweeps.grid import expand
 from sweeps.studies import builtin_spec_path, load_spec
 
@@ -29,3 +31,19 @@ def test_missing_spec_is_exit_2_one_line(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and "no such spec file" in done.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_plan_of_a_wsd_study_shows_the_tokens_with_and_without_branching(tmp_path: Path) -> None:
+    raw = yaml.safe_load(builtin_spec_path("smoke").read_text())
+    raw["train"]["schedule"] = "wsd"
+    (tmp_path / "wsd.yaml").write_text(yaml.safe_dump(raw))
+    done = scalesweep("plan", "wsd.yaml", "--results", str(tmp_path / "none"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    # 8 settings (2 sizes × 2 inits × 2 weight decays) × D of 32 and 64 steps of 1,024 tokens; 20% decay: forks at
+    # 32 − 6 = 26 and 64 − 13 = 51. Stable: 8 × 51 steps; cooldowns: 8 × (6 + 13); separate: 8 × (32 + 64).
+    assert (
+        "with cooldown branches: 573,440 training tokens (417,792 in 8 stable run(s) + 155,648 in 16 cooldowns) "
+        "against 786,432 as separate trials (0.73×)"
+    ) in done.stdout
+    assert "left to train: 573,440 tokens" in done.stdout
+    assert not (tmp_path / "none").exists()

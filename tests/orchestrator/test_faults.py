@@ -22,6 +22,7 @@ from models.train import train
 from orchestrator.study import StudyResult, run_study
 from sweeps.grid import expand
 from sweeps.studies import parse_spec
+from tests.processes import pids_of
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -39,34 +40,6 @@ def spec_for(tiny_study, results: Path, workers: int):
             resources={"workers": workers, "fsdp_min_params": 0, "retries": 2},
         )
     )
-
-
-def _parent(pid: int) -> int:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0
-    return int(stat.rsplit(")", 1)[1].split()[1])  # the field after the state, past a name that may hold spaces
-
-
-def pids_of(title: str) -> list[int]:
-    """Processes of this test's own Ray (descendants of this process) whose proctitle starts with `title` (e.g.
-    'ray::ImplicitFunc'): another Ray on the machine, such as a parallel test worker's, is left alone."""
-    me, pids = os.getpid(), []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if not cmdline.startswith(title):
-                continue
-            ancestor = int(entry.name)
-            while ancestor > 1 and ancestor != me:
-                ancestor = _parent(ancestor)
-            if ancestor == me:
-                pids.append(int(entry.name))
-    return pids
 
 
 def run_and_kill(spec, checkpoints_under: Path, process_title: str) -> tuple[StudyResult, int]:

@@ -1,0 +1,372 @@
+"""Cooldown branches on Ray: the runner of ``sweeps.branching.StableRun`` units.
+
+Two kinds of Ray task, each with one trial's resources: a *segment* task trains a stretch of a stable run and saves
+the state at each fork point under ``RESULTS/stable-states/<stable_id>/step-<k>/`` (`models.branching`); a *branch*
+task loads a fork state and trains one cell's cooldown, writing the cell's trials and steps rows. The driver keeps at
+most ``max_concurrent`` tasks in flight (default: as many as the cluster has slots for), starts a branch as soon as
+its fork state is on disk (it looks every ``POLL_S`` seconds while tasks run), and prefers branches over new segments,
+so finished cells arrive early. A stable run never waits for its branches: it saves a state and trains on.
+
+Faults: the driver retries a failed task itself, ``resources.retries`` times per stable run and per cell. A failed
+segment is planned again from the states on disk (its last fork state, or its last periodic checkpoint with
+``train.checkpoint_interval``); a failed branch runs again from its fork point. A rerun of the study plans from the
+states on disk the same way: finished cells are skipped, a cell whose fork state exists only branches, and a new D
+trains only the stretch of stable run it lacks (`sweeps.branching.plan_segments`). Every stretch and branch trained
+is one row of the ``segments`` table, so the tokens a study spent can be read back.
+
+States live on a mounted path (local disk or NFS), as probe checkpoints do.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TextIO
+
+from models.data import prepare_tokens
+from orchestrator.lm import TrialRunner
+from orchestrator.plan import plan
+from orchestrator.progress import Progress
+from orchestrator.results import FINISHED, ResultsDir
+from orchestrator.tasks import cpu_slots
+from sweeps.base import SpecError, StudyBase
+from sweeps.branching import Segment, StableRun, fork_step, plan_segments, token_budget
+from sweeps.grid import TrialConfig
+from sweeps.tables import SEGMENTS
+
+STATES = "stable-states"
+POLL_S = 0.5
+
+
+def states_root(results: ResultsDir, run: StableRun) -> Path:
+    return Path(results.path(STATES, run.stable_id))
+
+
+# ------------------------------------------------------------------------------------------------ the two tasks
+
+
+def segment_task(run_config: dict[str, Any], start: int, forks: list[int], results_uri: str) -> dict[str, str]:
+    """Train a stretch of a stable run (a Ray task); returns the status of each cell it decided (the cells whose
+    fork point lies at or after a divergence: their rows are written here)."""
+    from models.branching import StableStates, diverged_outcome, run_segment
+    from orchestrator.trainable import TrialRun, trial_bookkeeping
+    from sweeps.tables import STEPS, TRIALS
+
+    run = StableRun.from_config(run_config)
+    results = ResultsDir(results_uri)
+    started = time.perf_counter()
+    device, store = TrialRun(run.longest, results_uri).set_up()
+    segment = Segment(start, tuple(forks))
+    outcome = run_segment(run, segment, store, StableStates(states_root(results, run)), device=device)
+    end = segment.end if outcome.diverged_at is None else outcome.diverged_at
+    status = "ok" if outcome.diverged_at is None else "diverged"
+    _record(results, run.longest, None, run.stable_id, start, end, status, started)
+    statuses: dict[str, str] = {}
+    if outcome.diverged_at is not None:
+        for cell in run.cells:
+            if fork_step(cell) in segment.forks and fork_step(cell) >= outcome.diverged_at:
+                result = diverged_outcome(cell, store, outcome.state)
+                results.write_rows(STEPS, cell.trial_id, outcome.state.rows)
+                results.write_rows(TRIALS, cell.trial_id, [trial_bookkeeping(cell, result.row, device)])
+                statuses[cell.trial_id] = result.status
+    return statuses
+
+
+def branch_task(cell_config: dict[str, Any], fork: int, stable_id: str, results_uri: str) -> dict[str, str]:
+    """Train one cell's cooldown branch from its fork point (a Ray task); returns its status."""
+    from models.branching import StableStates, branch_state
+    from models.state import ready_for
+    from models.train import Shard
+    from orchestrator.trainable import TrialRun, train_and_record
+
+    cell = TrialConfig.from_config(cell_config)
+    results = ResultsDir(results_uri)
+    started = time.perf_counter()
+    device, store = TrialRun(cell, results_uri).set_up()
+    states = StableStates(Path(results.path(STATES, stable_id)))
+    state = branch_state(cell, states, fork, store.vocab_size, device)
+    ready_for(state, device, compile_step=cell.train.compile)
+    status = train_and_record(
+        cell,
+        results=results,
+        store=store,
+        state=state,
+        device=device,
+        shard=Shard(),
+        report=_ignore,
+        save_and_report=_ignore,
+        writes_results=True,
+    )
+    _record(results, cell, cell.trial_id, stable_id, fork, cell.steps, status, started)
+    return {cell.trial_id: status}
+
+
+def _ignore(*_: Any) -> None:
+    """Branches report nothing to Tune, and save no mid-branch checkpoint: a killed branch reruns from its fork."""
+
+
+def _record(
+    results: ResultsDir,
+    trial: TrialConfig,
+    cell: str | None,
+    stable_id: str,
+    start: int,
+    end: int,
+    status: str,
+    started: float,
+) -> None:
+    owner = cell or stable_id
+    results.write_rows(
+        SEGMENTS,
+        f"{owner}-{start}-{end}",
+        [
+            {
+                "segment_id": f"{owner}-{start}-{end}",
+                "study": trial.study,
+                "kind": "stable" if cell is None else "cooldown",
+                "stable_id": stable_id,
+                "trial_id": cell,
+                "start_step": start,
+                "end_step": end,
+                "tokens": (end - start) * trial.train.batch_size * trial.shape.seq_len,
+                "status": status,
+                "wall_s": time.perf_counter() - started,
+                "finished_at": datetime.now(timezone.utc).replace(microsecond=0),
+            }
+        ],
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- the driver
+
+
+@dataclass(frozen=True)
+class _Work:
+    """One task in flight: a stretch of a stable run, or a cell's branch."""
+
+    run: StableRun
+    segment: Segment | None = None
+    cell: TrialConfig | None = None
+
+    def flops(self, per_step: dict[str, float]) -> float:
+        """Its training FLOPs, from the FLOPs per step of each trial."""
+        if self.cell is not None:
+            return (self.cell.steps - fork_step(self.cell)) * per_step[self.cell.trial_id]
+        assert self.segment is not None
+        return self.segment.steps * per_step[self.run.longest.trial_id]
+
+
+class _Schedule:
+    """What is left of a set of stable runs: cells waiting for a fork state, branches ready, stretches to train."""
+
+    def __init__(self, units: list[StableRun], results: ResultsDir) -> None:
+        self.results = results
+        self.waiting: dict[str, dict[int, list[TrialConfig]]] = {}
+        self.ready: deque[tuple[StableRun, TrialConfig, int]] = deque()
+        self.segments: deque[tuple[StableRun, Segment]] = deque()
+        for run in units:
+            self.waiting[run.stable_id] = {}
+            for cell in run.cells:
+                self.waiting[run.stable_id].setdefault(fork_step(cell), []).append(cell)
+            self.replan(run, list(self.waiting[run.stable_id]))
+
+    def retained(self, run: StableRun) -> list[int]:
+        from models.branching import StableStates
+
+        return StableStates(states_root(self.results, run)).steps()
+
+    def collect(self, run: StableRun) -> list[int]:
+        """Move the cells whose fork state is now on disk to the ready branches; returns the forks still missing."""
+        have = {0, *self.retained(run)}
+        waiting = self.waiting[run.stable_id]
+        for fork in [f for f in waiting if f in have]:
+            self.ready.extend((run, cell, fork) for cell in waiting.pop(fork))
+        return list(waiting)
+
+    def replan(self, run: StableRun, forks: list[int]) -> None:
+        """Queue the stretches that produce `forks` (those still missing) from the states on disk."""
+        missing = set(self.collect(run)) & set(forks)
+        self.segments.extend((run, s) for s in plan_segments(missing, self.retained(run)))
+
+    def wait_for(self, run: StableRun, cells: list[TrialConfig]) -> None:
+        """Wait again for the fork states of `cells` (their stretch failed) and plan it anew from the disk."""
+        for cell in cells:
+            self.waiting[run.stable_id].setdefault(fork_step(cell), []).append(cell)
+        self.replan(run, [fork_step(cell) for cell in cells])
+
+    def drop(self, run: StableRun, forks: tuple[int, ...]) -> list[TrialConfig]:
+        """Stop waiting for `forks` of `run`; returns the cells that were waiting for them."""
+        waiting = self.waiting[run.stable_id]
+        return [cell for fork in forks for cell in waiting.pop(fork, [])]
+
+    def settle(self, work: _Work, *, ok: bool, again: bool, statuses: dict[str, str]) -> None:
+        """Account for a task that ended (`ok`, or failed and may run `again`): a failed branch is queued again or
+        counted failed; after a stretch, its cells whose fork state is on disk branch, those its task decided
+        (diverged before their fork) are in `statuses`, and the rest wait for a new plan or are counted failed."""
+        if work.cell is not None:
+            if again:
+                self.ready.append((work.run, work.cell, fork_step(work.cell)))
+            elif not ok:
+                statuses[work.cell.trial_id] = "failed"
+            return
+        assert work.segment is not None
+        missing = tuple(f for f in self.collect(work.run) if f in work.segment.forks)
+        stranded = [cell for cell in self.drop(work.run, missing) if cell.trial_id not in statuses]
+        if stranded and again:
+            self.wait_for(work.run, stranded)
+        else:
+            statuses.update({cell.trial_id: "failed" for cell in stranded})
+
+    def in_flight(self, works: Iterable[_Work]) -> int:
+        """Cells being trained: a running branch's, and those waiting for a running stretch's fork states."""
+        count = 0
+        for work in works:
+            if work.segment is None:
+                count += 1
+            else:
+                count += sum(len(self.waiting[work.run.stable_id].get(f, [])) for f in work.segment.forks)
+        return count
+
+
+class BranchRunner:
+    """Runs ``StableRun`` units (module docstring); checks and plans them as the trials they are."""
+
+    noun = "trials"
+    trials = TrialRunner()
+
+    def resources(self, spec: StudyBase, units: list[StableRun]) -> dict[str, float]:
+        return self.trials.resources(spec, _cells(units))
+
+    def prepare(
+        self, spec: StudyBase, units: list[StableRun], *, results: ResultsDir, say: Callable[[str], None]
+    ) -> None:
+        cells = _cells(units)
+        unsupported = {
+            "resources.workers > 1": cells[0].resources.workers > 1,
+            "probes.curvature": cells[0].probes is not None and cells[0].probes.curvature is not None,
+            f"a results location that is not a mounted path ({results.uri})": not results.is_local,
+        }
+        for what, present in unsupported.items():
+            if present:
+                raise SpecError(
+                    f"train.branching: cooldown branches do not support {what} yet; set train.branching: false "
+                    "to train every cell from scratch"
+                )
+        self.trials.prepare(spec, cells, results=results, say=say)
+
+    def execute(
+        self,
+        spec: StudyBase,
+        units: list[StableRun],
+        *,
+        results: ResultsDir,
+        max_concurrent: int | None,
+        stream: TextIO,
+    ) -> dict[str, str]:
+        import ray
+
+        cells = _cells(units)
+        res = cells[0].resources
+        options = {"num_cpus": res.cpus_per_trial, "num_gpus": res.gpus_per_trial, "max_retries": 0}
+        segment_remote = ray.remote(segment_task).options(**options)
+        branch_remote = ray.remote(branch_task).options(**options)
+        limit = max_concurrent or res.max_concurrent or cpu_slots(res.cpus_per_trial)
+        # the ETA weighs work by its FLOPs: a stretch of stable run or a cooldown, steps × FLOPs per step
+        per_step = {p.trial.trial_id: p.flops / max(1, p.steps) for p in plan(cells, {}, _vocab(cells))}
+        schedule = _Schedule(units, results)
+        planned = [_Work(run, segment=segment) for run, segment in schedule.segments] + [
+            _Work(unit, cell=cell) for unit in units for cell in unit.cells
+        ]
+        progress = Progress(
+            spec.name, len(cells), noun=self.noun, cost=sum(w.flops(per_step) for w in planned), stream=stream
+        )
+        cost_done = 0.0
+        running: dict[Any, _Work] = {}
+        failures: dict[str, int] = {}
+        statuses: dict[str, str] = {}
+
+        def submit() -> None:
+            while len(running) < limit and (schedule.ready or schedule.segments):
+                if schedule.ready:
+                    run, cell, fork = schedule.ready.popleft()
+                    ref = branch_remote.remote(cell.to_config(), fork, run.stable_id, results.uri)
+                    running[ref] = _Work(run, cell=cell)
+                else:
+                    run, segment = schedule.segments.popleft()
+                    ref = segment_remote.remote(run.to_config(), segment.start, list(segment.forks), results.uri)
+                    running[ref] = _Work(run, segment=segment)
+
+        def failed(work: _Work, err: Exception) -> bool:
+            """Report a failed task; True when it may run again."""
+            owner = work.cell.trial_id if work.cell is not None else work.run.stable_id
+            failures[owner] = failures.get(owner, 0) + 1
+            again = failures[owner] <= res.retries
+            what = f"{owner} failed ({str(err).strip().splitlines()[-1]})"
+            print(f"[{spec.name}] {what}{'; retrying' if again else ''}", file=stream, flush=True)
+            return again
+
+        submit()
+        while running:
+            done, _ = ray.wait(list(running), num_returns=1, timeout=POLL_S)
+            for work in running.values():
+                if work.segment is not None:
+                    schedule.collect(work.run)
+            for ref in done:
+                work = running.pop(ref)
+                try:
+                    statuses.update(ray.get(ref))
+                    ok, again = True, False
+                    cost_done += work.flops(per_step)
+                except ray.exceptions.RayError as err:
+                    ok = False
+                    again = failed(work, err)
+                schedule.settle(work, ok=ok, again=again, statuses=statuses)
+            submit()
+            values = list(statuses.values())
+            progress.update(
+                done=len(values),
+                running=schedule.in_flight(running.values()),
+                failed=values.count("failed"),
+                diverged=values.count("diverged"),
+                cost_done=cost_done,
+            )
+            progress.draw(force=bool(done))
+        progress.close()
+        return {cell.trial_id: statuses.get(cell.trial_id, "failed") for cell in cells}
+
+    def plan_text(self, spec: StudyBase, units: list[StableRun], statuses: dict[str, str]) -> str:
+        cells = _cells(units)
+        table = self.trials.plan_text(spec, cells, statuses)
+        results = ResultsDir.at(spec.results_path)
+        whole = token_budget(units)
+        finished = {i for i, status in statuses.items() if status in FINISHED}
+        left = [run for unit in units if (run := unit.pending(finished))]
+        to_run = token_budget(left, {run.stable_id: _retained(results, run) for run in left})
+        return "\n".join(
+            [
+                table,
+                f"with cooldown branches: {whole.branched:,} training tokens ({whole.stable:,} in "
+                f"{len(units)} stable run(s) + {whole.cooldown:,} in {len(cells)} cooldowns) against "
+                f"{whole.separate:,} as separate trials ({whole.branched / whole.separate:.2f}×)",
+                f"left to train: {to_run.branched:,} tokens ({to_run.stable:,} stable + {to_run.cooldown:,} "
+                f"cooldown), using the states already in {results.path(STATES)}",
+            ]
+        )
+
+
+def _vocab(cells: list[TrialConfig]) -> int:
+    return prepare_tokens(cells[0].data).vocab_size
+
+
+def _cells(units: list[StableRun]) -> list[TrialConfig]:
+    return [cell for unit in units for cell in unit.cells]
+
+
+def _retained(results: ResultsDir, run: StableRun) -> list[int]:
+    from models.branching import StableStates
+
+    return StableStates(states_root(results, run)).steps() if results.is_local else []

@@ -1,0 +1,75 @@
+"""Cooldown branches without Ray: a branch from the stable run writes the rows a from-scratch ``wsd`` trial of its
+cell writes, and a stable run trained in stretches (a resume) is the uninterrupted one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.branching import StableStates, branch_state, run_segment
+from models.data import prepare_tokens
+from models.state import new_state
+from models.train import train
+from sweeps.branching import Segment, StableRun, fork_step, lm_units
+from sweeps.studies import parse_spec
+
+CPU = torch.device("cpu")
+BATCH_TOKENS = 8 * 32
+LOSSES = ("final_eval_loss", "eval_loss_se", "min_eval_loss", "final_train_loss")
+
+
+@pytest.fixture
+def run_and_store(tiny_study, tmp_path: Path) -> tuple[StableRun, object]:
+    spec = parse_spec(
+        tiny_study(
+            "branching",
+            tmp_path / "r",
+            grid={"tokens": [20 * BATCH_TOKENS, 45 * BATCH_TOKENS, 90 * BATCH_TOKENS], "init": [{"rate": 0.5}]},
+            train={"batch_size": 8, "lr": 0.01, "warmup_steps": 8, "eval_interval": 10, "schedule": "wsd"},
+        )
+    )
+    (run,) = lm_units(spec, spec.name)
+    return run, prepare_tokens(run.longest.data, min_train_tokens=run.longest.tokens)
+
+
+def comparable(rows: list[dict]) -> list[tuple]:
+    """Steps rows without their timing (a branch's clock includes its stable run's)."""
+    return [tuple(v for k, v in sorted(r.items()) if k != "elapsed_s") for r in rows]
+
+
+def test_a_branch_writes_what_a_from_scratch_wsd_trial_of_its_cell_writes(run_and_store, tmp_path: Path) -> None:
+    run, store = run_and_store
+    states = StableStates(tmp_path / "states")
+    forks = tuple(sorted(run.fork_steps))
+    assert forks == (16, 36, 72)
+    assert run_segment(run, Segment(0, forks), store, states, device=CPU).diverged_at is None
+    assert states.steps() == list(forks)
+    for cell in run.cells:
+        forked = branch_state(cell, states, fork_step(cell), store.vocab_size, CPU)
+        branch = train(cell, store, state=forked)
+        fresh = new_state(cell, store.vocab_size, CPU)
+        scratch = train(cell, store, state=fresh)
+        assert comparable(forked.rows) == comparable(fresh.rows)  # every steps row: lr, losses, grad norms, ids
+        for column in LOSSES:
+            assert branch.row[column] == pytest.approx(scratch.row[column], abs=1e-5), column
+        assert (branch.row["tokens"], branch.row["steps"], branch.row["trial_id"]) == (
+            scratch.row["tokens"],
+            scratch.row["steps"],
+            cell.trial_id,
+        )
+
+
+def test_a_stable_run_in_stretches_is_the_uninterrupted_one(run_and_store, tmp_path: Path) -> None:
+    run, store = run_and_store
+    whole = StableStates(tmp_path / "whole")
+    run_segment(run, Segment(0, (16, 36, 72)), store, whole, device=CPU)
+    pieces = StableStates(tmp_path / "pieces")
+    run_segment(run, Segment(0, (16,)), store, pieces, device=CPU)
+    run_segment(run, Segment(16, (36, 72)), store, pieces, device=CPU)
+    a = whole.load(run.longest, store.vocab_size, 72, CPU)
+    b = pieces.load(run.longest, store.vocab_size, 72, CPU)
+    assert comparable(a.rows) == comparable(b.rows)
+    for (name, x), (_, y) in zip(a.model.state_dict().items(), b.model.state_dict().items(), strict=True):
+        assert torch.equal(x, y), name
