@@ -75,29 +75,33 @@ def run_segment(
     states: StableStates,
     *,
     device: torch.device,
-    on_fork: Callable[[int], None] | None = None,
+    probe_every: int = 0,
+    on_probe: Callable[[TrainState], None] | None = None,
 ) -> SegmentOutcome:
-    """Train `segment` of `run`'s stable run, saving the state at each of its forks (then calling `on_fork`)."""
+    """Train `segment` of `run`'s stable run, saving the state at each of its forks. With `probe_every`, `on_probe`
+    gets the state after every `probe_every`-th step (as `models.train.train` hands a trial's)."""
     trial = run.longest
     state = states.load(trial, store.vocab_size, segment.start, device)
     ready_for(state, device, compile_step=trial.train.compile)
     # the periodic checkpoint of this segment, at most one (a resumed segment starts from one)
     kept = [segment.start] if segment.start and segment.start not in run.fork_steps else []
+    retained = set(states.steps())
 
-    def checkpoint(report: Report) -> None:
-        if not report.checkpoint or report.state.step in run.fork_steps:
-            return
-        states.save(report.state)
-        for step in kept:
-            states.remove(step)
-        kept[:] = [report.state.step]
+    def on_report(report: Report) -> None:
+        step = report.state.step
+        if report.probe and on_probe is not None:
+            on_probe(report.state)
+        # a state already on disk (a fork point of a finished cell) is not a periodic checkpoint to prune
+        if report.checkpoint and step not in run.fork_steps and step not in retained:
+            states.save(report.state)
+            for old in kept:
+                states.remove(old)
+            kept[:] = [step]
 
     for fork in segment.forks:
-        if advance(trial, store, state, until=fork, device=device, on_report=checkpoint):
+        if advance(trial, store, state, until=fork, device=device, on_report=on_report, probe_every=probe_every):
             return SegmentOutcome(state.step, state)
         states.save(state)
-        if on_fork is not None:
-            on_fork(fork)
     for step in kept:
         states.remove(step)
     return SegmentOutcome(None, state)

@@ -28,8 +28,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from models.data import prepare_tokens
+from models.state import TrainState
 from orchestrator.lm import TrialRunner
 from orchestrator.plan import plan
+from orchestrator.probes import finish_queue, start_queue
 from orchestrator.progress import Progress
 from orchestrator.results import FINISHED, ResultsDir
 from orchestrator.tasks import cpu_slots
@@ -49,10 +51,14 @@ def states_root(results: ResultsDir, run: StableRun) -> Path:
 # ------------------------------------------------------------------------------------------------ the two tasks
 
 
-def segment_task(run_config: dict[str, Any], start: int, forks: list[int], results_uri: str) -> dict[str, str]:
+def segment_task(
+    run_config: dict[str, Any], start: int, forks: list[int], results_uri: str, probe_queue: str | None
+) -> dict[str, str]:
     """Train a stretch of a stable run (a Ray task); returns the status of each cell it decided (the cells whose
-    fork point lies at or after a divergence: their rows are written here)."""
+    fork point lies at or after a divergence: their rows are written here). At a probe step it saves a probe
+    checkpoint for every cell that has not forked yet, as a separate trial of the cell would."""
     from models.branching import StableStates, diverged_outcome, run_segment
+    from orchestrator.probes import probe_hook
     from orchestrator.trainable import TrialRun, trial_bookkeeping
     from sweeps.tables import STEPS, TRIALS
 
@@ -61,7 +67,23 @@ def segment_task(run_config: dict[str, Any], start: int, forks: list[int], resul
     started = time.perf_counter()
     device, store = TrialRun(run.longest, results_uri).set_up()
     segment = Segment(start, tuple(forks))
-    outcome = run_segment(run, segment, store, StableStates(states_root(results, run)), device=device)
+    curvature = run.longest.probes.curvature if run.longest.probes and probe_queue else None
+    hooks = {cell: probe_hook(cell, results, curvature, probe_queue) for cell in run.cells} if curvature else {}
+
+    def on_probe(state: TrainState) -> None:
+        for cell, hook in hooks.items():
+            if state.step <= fork_step(cell):
+                hook(state)
+
+    outcome = run_segment(
+        run,
+        segment,
+        store,
+        StableStates(states_root(results, run)),
+        device=device,
+        probe_every=curvature.every if curvature else 0,
+        on_probe=on_probe,
+    )
     end = segment.end if outcome.diverged_at is None else outcome.diverged_at
     status = "ok" if outcome.diverged_at is None else "diverged"
     _record(results, run.longest, None, run.stable_id, start, end, status, started)
@@ -76,11 +98,15 @@ def segment_task(run_config: dict[str, Any], start: int, forks: list[int], resul
     return statuses
 
 
-def branch_task(cell_config: dict[str, Any], fork: int, stable_id: str, results_uri: str) -> dict[str, str]:
-    """Train one cell's cooldown branch from its fork point (a Ray task); returns its status."""
+def branch_task(
+    cell_config: dict[str, Any], fork: int, stable_id: str, results_uri: str, probe_queue: str | None
+) -> dict[str, str]:
+    """Train one cell's cooldown branch from its fork point (a Ray task); returns its status. It probes the steps
+    after its fork point (the stable run probed the ones before)."""
     from models.branching import StableStates, branch_state
     from models.state import ready_for
     from models.train import Shard
+    from orchestrator.probes import probe_hook
     from orchestrator.trainable import TrialRun, train_and_record
 
     cell = TrialConfig.from_config(cell_config)
@@ -89,6 +115,7 @@ def branch_task(cell_config: dict[str, Any], fork: int, stable_id: str, results_
     device, store = TrialRun(cell, results_uri).set_up()
     states = StableStates(Path(results.path(STATES, stable_id)))
     state = branch_state(cell, states, fork, store.vocab_size, device)
+    curvature = cell.probes.curvature if cell.probes and probe_queue else None
     ready_for(state, device, compile_step=cell.train.compile)
     status = train_and_record(
         cell,
@@ -100,6 +127,8 @@ def branch_task(cell_config: dict[str, Any], fork: int, stable_id: str, results_
         report=_ignore,
         save_and_report=_ignore,
         writes_results=True,
+        probe_every=curvature.every if curvature else 0,
+        on_probe=probe_hook(cell, results, curvature, probe_queue) if curvature and probe_queue else None,
     )
     _record(results, cell, cell.trial_id, stable_id, fork, cell.steps, status, started)
     return {cell.trial_id: status}
@@ -247,7 +276,6 @@ class BranchRunner:
         cells = _cells(units)
         unsupported = {
             "resources.workers > 1": cells[0].resources.workers > 1,
-            "probes.curvature": cells[0].probes is not None and cells[0].probes.curvature is not None,
             f"a results location that is not a mounted path ({results.uri})": not results.is_local,
         }
         for what, present in unsupported.items():
@@ -275,6 +303,8 @@ class BranchRunner:
         segment_remote = ray.remote(segment_task).options(**options)
         branch_remote = ray.remote(branch_task).options(**options)
         limit = max_concurrent or res.max_concurrent or cpu_slots(res.cpus_per_trial)
+        probed = cells[0].probes is not None and cells[0].probes.curvature is not None
+        queue, queue_name = start_queue() if probed else (None, None)
         # the ETA weighs work by its FLOPs: a stretch of stable run or a cooldown, steps × FLOPs per step
         per_step = {p.trial.trial_id: p.flops / max(1, p.steps) for p in plan(cells, {}, _vocab(cells))}
         schedule = _Schedule(units, results)
@@ -293,11 +323,13 @@ class BranchRunner:
             while len(running) < limit and (schedule.ready or schedule.segments):
                 if schedule.ready:
                     run, cell, fork = schedule.ready.popleft()
-                    ref = branch_remote.remote(cell.to_config(), fork, run.stable_id, results.uri)
+                    ref = branch_remote.remote(cell.to_config(), fork, run.stable_id, results.uri, queue_name)
                     running[ref] = _Work(run, cell=cell)
                 else:
                     run, segment = schedule.segments.popleft()
-                    ref = segment_remote.remote(run.to_config(), segment.start, list(segment.forks), results.uri)
+                    ref = segment_remote.remote(
+                        run.to_config(), segment.start, list(segment.forks), results.uri, queue_name
+                    )
                     running[ref] = _Work(run, segment=segment)
 
         def failed(work: _Work, err: Exception) -> bool:
@@ -336,6 +368,8 @@ class BranchRunner:
             )
             progress.draw(force=bool(done))
         progress.close()
+        if queue is not None:
+            finish_queue(queue, spec.name, stream)
         return {cell.trial_id: statuses.get(cell.trial_id, "failed") for cell in cells}
 
     def plan_text(self, spec: StudyBase, units: list[StableRun], statuses: dict[str, str]) -> str:

@@ -64,10 +64,9 @@ class TrialRunner:
         max_concurrent: int | None,
         stream: TextIO,
     ) -> dict[str, str]:
-        import ray
         from ray import tune
 
-        from orchestrator.probes import start_queue
+        from orchestrator.probes import finish_queue, start_queue
         from orchestrator.trainable import TrialRun, run_distributed_trial, run_trial
 
         store = prepare_tokens(units[0].data)
@@ -106,15 +105,7 @@ class TrialRunner:
         finally:
             progress.close()
         if queue is not None:  # the trials handed their probes off; the study is done when the probes are
-            unfinished = ray.get(queue.unfinished.remote())
-            if unfinished:
-                print(
-                    f"[{spec.name}] training done; waiting for {unfinished} curvature probe(s) still running or queued",
-                    file=stream,
-                    flush=True,
-                )
-            print(f"[{spec.name}] {ray.get(queue.drain.remote()).line()}", file=stream, flush=True)
-            ray.kill(queue)
+            finish_queue(queue, spec.name, stream)
         after = results.trial_statuses()
         return {t.trial_id: after.get(t.trial_id, "failed") for t in units}
 

@@ -30,7 +30,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import ray
 
@@ -130,6 +130,19 @@ def probe_hook(
         queue.submit.remote(results.uri, str(directory))
 
     return save_and_submit
+
+
+def finish_queue(queue: Any, study: str, stream: TextIO) -> None:
+    """Wait for every probe the study's trials handed to `queue`, say how they went, and end the queue."""
+    unfinished = ray.get(queue.unfinished.remote())
+    if unfinished:
+        print(
+            f"[{study}] training done; waiting for {unfinished} curvature probe(s) still running or queued",
+            file=stream,
+            flush=True,
+        )
+    print(f"[{study}] {ray.get(queue.drain.remote()).line()}", file=stream, flush=True)
+    ray.kill(queue)
 
 
 def pending_checkpoints(results: ResultsDir) -> list[Path]:

@@ -64,12 +64,35 @@ def tiny_study(token_cache: Path):
     return build
 
 
+# Seconds each of the longest test files took in CI (.ci/run on 2 cores, two test processes, December 2026).
+# Only an ordering hint: update it when a file's time changes much.
+SECONDS = {
+    "orchestrator/test_faults.py": 190,
+    "orchestrator/test_distributed_trial.py": 180,
+    "orchestrator/test_driver_death.py": 173,
+    "models/probes/test_recovery.py": 130,
+    "orchestrator/test_submit.py": 119,
+    "orchestrator/test_branching.py": 100,
+    "orchestrator/test_spikes_study.py": 90,
+    "orchestrator/test_study.py": 85,
+    "orchestrator/test_load.py": 80,
+    "models/test_distributed.py": 80,
+    "orchestrator/test_probes.py": 65,
+    "analysis/test_cli.py": 50,
+    "test_safety.py": 44,
+    "models/test_compile.py": 44,
+}
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Test files with Ray tests first, then files with other slow tests, then the rest (each group in its usual
-    order): the two test processes (pytest-xdist, a file at a time) start the longest work first and finish together
-    instead of one waiting for the other's last long file."""
-    rank: dict[Path, int] = {}
+    """The longest test files first (``SECONDS``), then the other files with Ray tests, then those with other slow
+    tests, then the rest (each group in its usual order). The two test processes (pytest-xdist, a file at a time)
+    then start the longest work first and finish together, instead of one waiting for the other's last long file
+    (longest-processing-time-first scheduling)."""
+    tests = Path(__file__).parent
+    rank: dict[Path, tuple[int, int]] = {}
     for item in items:
         weight = 0 if item.get_closest_marker("ray") else 1 if item.get_closest_marker("slow") else 2
-        rank[item.path] = min(rank.get(item.path, weight), weight)
+        seconds = SECONDS.get(item.path.relative_to(tests).as_posix(), 0)
+        rank[item.path] = min(rank.get(item.path, (-seconds, weight)), (-seconds, weight))
     items.sort(key=lambda item: rank[item.path])

@@ -1,7 +1,7 @@
 """Cooldown branches on a real Ray, with real faults: a killed stable run resumes from its last checkpoint, a killed
 branch reruns from its fork point, a rerun skips finished cells, and a grown tokens axis trains only the stretches of
-stable run it lacks. Known answer: every cell's row is that of a from-scratch ``wsd`` trial of the cell trained
-without Ray.
+stable run it lacks; branches are probed as trials are. Known answer: every cell's row (and probe) is that of a
+from-scratch ``wsd`` trial of the cell trained without Ray.
 
 The study runs in a thread of this test process; the test watches the stable states land on disk and kills the Ray
 task processes (``ray::segment_task``, ``ray::branch_task``) with SIGKILL.
@@ -20,7 +20,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from models.checkpoint import ProbeSettings, save_probe_checkpoint
 from models.data import prepare_tokens
+from models.probes.lm import probe_checkpoint
 from models.train import train
 from orchestrator.study import StudyResult, run_study
 from sweeps.branching import lm_units
@@ -129,3 +131,39 @@ def test_faults_reruns_and_a_grown_axis(ray_local, tiny_study, tmp_path: Path) -
     stable = segments[segments.kind == "stable"]
     assert stretches(stable) == [(0, 37), (75, 150), (150, 300), (300, 375)]
     assert_rows_are_from_scratch(results, grown, {50, 200, 500})
+
+
+def test_branches_are_probed_as_separate_trials_are(ray_local, tiny_study, tmp_path: Path) -> None:
+    """Probe rows at every `every`-th step of every cell, the steps up to its fork from the stable run's state; each
+    equal to a direct probe of a from-scratch trial's state at that step."""
+    every, batch = 8, 4
+    raw = tiny_study(
+        "branch-probes",
+        tmp_path / "r",
+        grid={"tokens": [12 * BATCH_TOKENS, 24 * BATCH_TOKENS], "init": [{"rate": 0.5}], "seed": [3]},
+        train={"batch_size": 8, "lr": 0.01, "warmup_steps": 6, "eval_interval": 12, "schedule": "wsd"},
+        probes={"curvature": {"every": every, "batch": batch, "top_k": 1}},
+    )
+    spec = parse_spec(raw)
+    result, log = run_with(spec, lambda: False)
+    assert (result.ok, result.failed) == (2, 0), log
+    short, long = lm_units(spec, spec.name)[0].cells  # forks at 12 − 2 = 10 and 24 − 5 = 19
+    probes = pd.read_parquet(tmp_path / "r" / "probes").set_index(["trial_id", "step"]).sort_index()
+    assert sorted(probes.index) == sorted(
+        [(short.trial_id, 8), (long.trial_id, 8), (long.trial_id, 16), (long.trial_id, 24)]
+    )
+    # the long cell's probe at 8 comes from the stable run, the one at 24 from its branch
+    saved: dict[int, Path] = {}
+
+    def keep(report) -> None:
+        if report.probe and report.state.step in (8, 24):
+            directory = tmp_path / "direct" / f"step-{report.state.step}"
+            settings = ProbeSettings(batch=batch, top_k=1, seed=long.seed)
+            save_probe_checkpoint(report.state, directory, trial=long, settings=settings)
+            saved[report.state.step] = directory
+
+    train(long, prepare_tokens(long.data), on_report=keep, probe_every=every)
+    for step, directory in saved.items():
+        direct = probe_checkpoint(directory)["lambda_max_hessian"]
+        assert probes.loc[(long.trial_id, step), "lambda_max_hessian"] == pytest.approx(direct, rel=1e-6)
+    assert sorted(saved) == [8, 24]
