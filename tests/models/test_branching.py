@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.branching import StableStates, branch_state, run_segment
+from models.branching import StableStates, branch_state, diverged_outcome, run_segment
 from models.data import prepare_tokens
 from models.state import new_state
 from models.train import train
@@ -35,8 +35,9 @@ def run_and_store(tiny_study, tmp_path: Path) -> tuple[StableRun, object]:
 
 
 def comparable(rows: list[dict]) -> list[tuple]:
-    """Steps rows without their timing (a branch's clock includes its stable run's)."""
-    return [tuple(v for k, v in sorted(r.items()) if k != "elapsed_s") for r in rows]
+    """Steps rows without their timing (a branch's clock includes its stable run's), exactly (a non-finite loss
+    equals itself)."""
+    return [tuple(repr(v) for k, v in sorted(r.items()) if k != "elapsed_s") for r in rows]
 
 
 def test_a_branch_writes_what_a_from_scratch_wsd_trial_of_its_cell_writes(run_and_store, tmp_path: Path) -> None:
@@ -73,3 +74,27 @@ def test_a_stable_run_in_stretches_is_the_uninterrupted_one(run_and_store, tmp_p
     assert comparable(a.rows) == comparable(b.rows)
     for (name, x), (_, y) in zip(a.model.state_dict().items(), b.model.state_dict().items(), strict=True):
         assert torch.equal(x, y), name
+
+
+def test_a_stable_run_that_diverges_ends_each_later_cell_as_its_separate_trial_would(tiny_study, tmp_path) -> None:
+    spec = parse_spec(
+        tiny_study(
+            "diverging",
+            tmp_path / "r",
+            grid={"tokens": [20 * BATCH_TOKENS, 45 * BATCH_TOKENS], "init": [{"rate": 0.5}]},
+            train={"batch_size": 8, "lr": 1e30, "warmup_steps": 0, "eval_interval": 10, "schedule": "wsd"},
+        )
+    )
+    (run,) = lm_units(spec, spec.name)
+    store = prepare_tokens(run.longest.data, min_train_tokens=run.longest.tokens)
+    states = StableStates(tmp_path / "states")
+    outcome = run_segment(run, Segment(0, tuple(sorted(run.fork_steps))), store, states, device=CPU)
+    assert outcome.diverged_at is not None and outcome.diverged_at <= min(run.fork_steps)
+    assert states.steps() == []  # nothing to branch from
+    for cell in run.cells:
+        mine = diverged_outcome(cell, store, outcome.state)
+        fresh = new_state(cell, store.vocab_size, CPU)
+        scratch = train(cell, store, state=fresh)
+        assert mine.status == scratch.status == "diverged" and mine.error == scratch.error
+        assert (mine.row["steps"], mine.row["trial_id"]) == (scratch.row["steps"], cell.trial_id)
+        assert comparable(outcome.state.rows) == comparable(fresh.rows)  # relabelled as this cell's
