@@ -18,9 +18,10 @@ from typing import Any
 
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+import yaml
 
 from sweeps.errors import InputError
-from sweeps.tables import TRIALS, Table
+from sweeps.tables import TABLES, TRIALS, Table
 
 FINISHED = ("ok", "diverged")  # deterministic outcomes: a rerun would only repeat them
 
@@ -62,6 +63,29 @@ class ResultsDir:
     def write_text(self, name: str, text: str) -> None:
         fs, root = self._fs()
         self._write_atomically(fs, root.rstrip("/"), name, lambda sink: sink.write(text.encode()))
+
+    def check_belongs_to(self, study: str) -> None:
+        """Refuse a location that holds files but is not this study's results (no ``spec.yaml`` of a study named
+        `study` and no results table), before anything is written there. A new or empty location is fine, as is one
+        holding this study's spec or any results table (a renamed study keeps its results)."""
+        fs, root = self._fs()
+        try:
+            entries = fs.get_file_info(pafs.FileSelector(root.rstrip("/"), allow_not_found=True))
+        except OSError as err:
+            reason = err.strerror or str(err).splitlines()[0]
+            raise ResultsError(
+                f"cannot use {self.uri} as a results directory: {reason}; choose another with --results"
+            ) from err
+        visible = [e for e in entries if not e.base_name.startswith(".")]
+        if not visible or any(e.type == pafs.FileType.Directory and e.base_name in TABLES for e in visible):
+            return
+        spec = next((e for e in visible if e.base_name == "spec.yaml" and e.type == pafs.FileType.File), None)
+        if spec is not None and _study_name(fs, spec.path) == study:
+            return
+        raise ResultsError(
+            f"{self.uri} holds {len(visible)} file(s) or folder(s) but no results of study {study!r} (no spec.yaml "
+            "of that study, no results table); nothing was written: choose a new or empty directory with --results"
+        )
 
     def check_writable(self) -> None:
         """Write and remove a hidden file, so that a location that cannot be written is refused before any work
@@ -129,6 +153,16 @@ class ResultsDir:
     def finished_ids(self, table: Table = TRIALS) -> set[str]:
         """Keys of ``table`` whose row is finished (ok or diverged): a rerun skips them."""
         return {key for key, status in self.statuses(table).items() if status in FINISHED}
+
+
+def _study_name(fs: pafs.FileSystem, path: str) -> str | None:
+    """The ``name`` of the study whose spec is at `path` (None if it cannot be read as one)."""
+    try:
+        with fs.open_input_stream(path) as stream:
+            raw = yaml.safe_load(stream.read().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    return raw.get("name") if isinstance(raw, dict) else None
 
 
 def _remove_quietly(fs: pafs.FileSystem, path: str) -> None:

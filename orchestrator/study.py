@@ -127,6 +127,7 @@ def run_study(
         print(f"[{spec.name}] {message}", file=stream, flush=True)
 
     results = ResultsDir.at(spec.results_path)
+    results.check_belongs_to(spec.name)
     parts = study_parts(spec, results)
     if address:
         start_ray(address)

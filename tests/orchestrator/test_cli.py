@@ -47,3 +47,33 @@ def test_plan_of_a_wsd_study_shows_the_tokens_with_and_without_branching(tmp_pat
     ) in done.stdout
     assert "left to train: 573,440 tokens" in done.stdout
     assert not (tmp_path / "none").exists()
+
+
+def test_a_directory_that_is_not_this_studys_results_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
+    """Nothing is written before every check has passed: not into a folder of other files, and not over a spec.yaml
+    when the data cannot hold the grid."""
+    raw = yaml.safe_load(builtin_spec_path("smoke").read_text())
+    raw["data"]["cache_dir"] = str(tmp_path / "cache")
+    (tmp_path / "smoke.yaml").write_text(yaml.safe_dump(raw))
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("my notes")
+    (other / "spec.yaml").write_text("name: another-study\n")
+    done = scalesweep("run", "smoke.yaml", "--results", str(other), cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0, done.stderr
+    assert "no results of study 'smoke'" in done.stderr
+    assert {p.name: p.read_text() for p in other.iterdir()} == {
+        "notes.txt": "my notes",
+        "spec.yaml": "name: another-study\n",
+    }
+
+    # this study's own results directory, and a grid the corpus cannot hold: refused before spec.yaml is touched
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "spec.yaml").write_text("name: smoke\n# my earlier run\n")
+    raw["grid"]["tokens"] = [10_000_000]
+    (tmp_path / "big.yaml").write_text(yaml.safe_dump(raw))
+    done = scalesweep("run", "big.yaml", "--results", str(mine), cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "exceeds" in done.stderr.strip().splitlines()[-1]  # the error, after the data set-up's progress lines
+    assert {p.name: p.read_text() for p in mine.iterdir()} == {"spec.yaml": "name: smoke\n# my earlier run\n"}
