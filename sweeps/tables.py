@@ -74,13 +74,20 @@ class Table:
         return pa.Table.from_pydict(columns, schema=self.schema())
 
     def check(self, schema: pa.Schema, where: str) -> None:
-        """Raise SchemaError naming `where` if a file's schema does not match this table's declaration.
+        """Raise SchemaError naming `where` if a file's schema does not match this table's declaration, or if a newer
+        scalesweep wrote it (its schema version is above ours: its columns may mean something else).
 
         A nullable column the file lacks is fine: it was declared after the file was written and reads as null.
         """
         metadata = schema.metadata or {}
         if metadata.get(METADATA_TABLE) not in (None, self.name.encode()):
             raise SchemaError(f"{where}: is a {metadata[METADATA_TABLE].decode()!r} file, expected {self.name!r}")
+        version = metadata.get(METADATA_VERSION, b"").decode(errors="replace")
+        if version and (not version.isdigit() or int(version) > SCHEMA_VERSION):
+            raise SchemaError(
+                f"{where}: written with schema version {version}, newer than this scalesweep reads "
+                f"({SCHEMA_VERSION}); upgrade scalesweep to read it"
+            )
         for col in self.columns:
             if col.name not in schema.names:
                 if col.nullable:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from sweeps.tables import STEPS, TRIALS, SchemaError, markdown
+from sweeps.tables import METADATA_VERSION, SCHEMA_VERSION, STEPS, TRIALS, SchemaError, markdown
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -47,3 +47,14 @@ def test_files_written_before_a_column_was_declared_still_read(tmp_path: Path) -
     assert conformed.column("grad_norm").to_pylist() == [None]
     with pytest.raises(SchemaError, match="missing column 'step'"):
         STEPS.conform(old.drop_columns(["step"]), "broken.parquet")
+
+
+def test_a_file_from_a_newer_schema_is_refused_naming_file_and_version(tmp_path: Path) -> None:
+    data = TRIALS.to_arrow([{"trial_id": "a", "study": "s", "status": "ok", "schema_version": SCHEMA_VERSION}])
+    newer = data.replace_schema_metadata({**data.schema.metadata, METADATA_VERSION: b"99"})
+    pq.write_table(newer, tmp_path / "a.parquet")
+    with pytest.raises(SchemaError, match=r"a\.parquet: written with schema version 99, newer than this scalesweep"):
+        TRIALS.check(pq.read_schema(tmp_path / "a.parquet"), "a.parquet")
+    TRIALS.check(data.schema, "same.parquet")  # this version and older ones read
+    older = data.replace_schema_metadata({**data.schema.metadata, METADATA_VERSION: b"1"})
+    TRIALS.check(older.schema, "older.parquet")
