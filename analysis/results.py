@@ -160,20 +160,53 @@ def _read_table(
             if f.type == pafs.FileType.File and _is_result(f.base_name)
         ),
     )
-    parts = []
+    parts: dict[str, pa.Table] = {}
+
+    def skip(path: str, reason: str, exc: Exception | None = None) -> None:
+        if strict:
+            raise AnalysisInputError(f"{path}: {reason}") from exc
+        warnings.warn(f"skipping {path}: {reason}", stacklevel=4)
+        skipped.append(SkippedFile(path, reason))
+
     for path in files:
         try:
-            parts.append(_read_file(filesystem, path, table))
+            parts[path] = _read_file(filesystem, path, table)
         except (SchemaError, pa.ArrowException, OSError) as exc:
-            reason = str(exc).removeprefix(f"{path}: ")
-            if strict:
-                raise AnalysisInputError(f"{path}: {reason}") from exc
-            warnings.warn(f"skipping {path}: {reason}", stacklevel=3)
-            skipped.append(SkippedFile(path, reason))
+            skip(path, str(exc).removeprefix(f"{path}: "), exc)
+    for extra, kept in _duplicate_files(parts, table).items():
+        skip(extra, f"its rows repeat those of {kept} (same {', '.join(table.key)}; a copy?): kept {kept}")
+        del parts[extra]
     if not parts:
         return table.schema().empty_table().to_pandas()
     # Columns beyond the declaration are kept (the design allows adding them); files without them get nulls.
-    return pa.concat_tables(parts, promote_options="permissive").to_pandas()
+    return pa.concat_tables(list(parts.values()), promote_options="permissive").to_pandas()
+
+
+def _duplicate_files(parts: dict[str, pa.Table], table: Table) -> dict[str, str]:
+    """Files whose rows only repeat keys of another file (a sync tool's "conflicted copy", a file copied under
+    another name, an older copy of a steps file), each with the file kept in its place: the one with more rows, then
+    the newest ``finished_at``, then the one named by its own key (as the writers name files)."""
+
+    def keys(data: pa.Table) -> frozenset[tuple]:
+        return frozenset(zip(*(data.column(k).to_pylist() for k in table.key), strict=True))
+
+    def preference(path: str) -> tuple:
+        data = parts[path]
+        stamps = data.column("finished_at").drop_null().to_pylist() if "finished_at" in data.column_names else []
+        first = data.slice(0, 1).to_pylist()[0]
+        own_names = {str(first[table.key[0]]), "-".join(str(first[k]) for k in table.key)}
+        return (-len(data), -max(stamps).timestamp() if stamps else 0.0, Path(path).stem not in own_names, path)
+
+    kept: list[tuple[str, frozenset[tuple]]] = []
+    extra: dict[str, str] = {}
+    for path in sorted((p for p, data in parts.items() if len(data)), key=preference):
+        mine = keys(parts[path])
+        home = next((other for other, theirs in kept if mine <= theirs), None)
+        if home is None:
+            kept.append((path, mine))
+        else:
+            extra[path] = home
+    return extra
 
 
 def _read_file(filesystem: pafs.FileSystem, path: str, table: Table) -> pa.Table:

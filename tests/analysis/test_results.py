@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pyarrow as pa
@@ -84,3 +85,28 @@ def test_summary_counts_statuses_rows_and_best_loss(tmp_path: Path, gen) -> None
     assert summary.rows == {"trials": 4, "steps": 2, "probes": 0, "recovery": 0, "function_runs": 0}
     assert summary.best_eval_loss == pytest.approx(min(r["final_eval_loss"] for r in rows[2:]))
     assert any("2 ok" in line for line in summary.lines())
+
+
+def test_a_copied_file_is_counted_once_keeping_the_newest_row_and_named(tmp_path: Path, gen) -> None:
+    """A sync tool's "(conflicted copy)" of a trials file and an older copy of a steps file: one row per key."""
+    rows = gen.trial_rows(gen.Law())[:4]
+    gen.write_trials(tmp_path, rows)
+    original = tmp_path / "trials" / f"{rows[0]['trial_id']}.parquet"
+    older = {**rows[0], "final_eval_loss": 9.0, "finished_at": datetime(2026, 1, 1, tzinfo=timezone.utc)}
+    newer = {**rows[0], "finished_at": datetime(2026, 2, 1, tzinfo=timezone.utc)}
+    gen.write_rows(tmp_path, "trials", rows[0]["trial_id"], [newer])
+    copy = gen.write_rows(tmp_path, "trials", f"{rows[0]['trial_id']} (conflicted copy)", [older])
+    steps = [{"trial_id": "t0", "step": s, "train_loss": 1.0 / s} for s in range(1, 5)]
+    gen.write_rows(tmp_path, "steps", "t0", steps)
+    stale = gen.write_rows(tmp_path, "steps", "t0 (copy)", steps[:2])
+    with pytest.warns(UserWarning, match=r"conflicted copy\).parquet: its rows repeat those of"):
+        results = load(tmp_path)
+    assert sorted(results.trials.trial_id) == sorted(r["trial_id"] for r in rows)
+    kept = results.trials.set_index("trial_id").loc[rows[0]["trial_id"]]
+    assert kept.final_eval_loss == rows[0]["final_eval_loss"]  # the newer row, not the copy's 9.0
+    assert sorted(results.steps.step) == [1, 2, 3, 4]
+    assert sorted(Path(s.path).name for s in results.skipped) == sorted([copy.name, stale.name])
+    assert all(original.name in s.reason for s in results.skipped if s.path == str(copy))
+    assert summarize(results).trials_by_status == {"ok": 4}
+    with pytest.raises(AnalysisInputError, match=r"conflicted copy|\(copy\)"):
+        load(tmp_path, strict=True)
