@@ -37,6 +37,9 @@ PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
 StudyName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]
+"""A random seed: what numpy's generators and ``torch.manual_seed`` both take (a negative seed or one of 1e23 would
+pass a bare int and fail every unit at run time)."""
 
 
 class TaskResources(Strict):

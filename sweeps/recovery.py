@@ -27,7 +27,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from sweeps.base import PositiveFloat, PositiveInt, Strict, StudyBase, TaskResources, content_id
+from sweeps.base import PositiveFloat, PositiveInt, Seed, Strict, StudyBase, TaskResources, content_id
 
 ID_VERSION = 1  # bump when the meaning of a field changes, so old task ids cannot be confused with new ones
 
@@ -41,7 +41,7 @@ class MatrixTarget(Strict):
     d: Annotated[int, Field(ge=2, le=12)] = 4
     rank: PositiveInt = 1
     observations: Literal["random", "textbook"] = "random"
-    seed: int = 0
+    seed: Seed = 0
 
     @model_validator(mode="after")
     def _rank_fits(self) -> MatrixTarget:
@@ -212,7 +212,7 @@ class TrainSettings(Strict):
     max_steps: PositiveInt = 50_000
 
 
-Seeds = list[int] | PositiveInt
+Seeds = list[Seed] | PositiveInt
 
 
 class Setting(Strict):

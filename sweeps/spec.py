@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from sweeps.base import NonNegativeFloat, PositiveFloat, PositiveInt, Strict, StudyBase
+from sweeps.base import NonNegativeFloat, PositiveFloat, PositiveInt, Seed, Strict, StudyBase
 
 AXES = ("tokens", "init", "weight_decay", "seed", "lr")
 BYTE_ALPHABET = 256  # a byte-level BPE vocabulary holds every byte plus its special tokens
@@ -64,7 +64,7 @@ class SyntheticCorpus(Strict):
     zipf_exponent: PositiveFloat = 1.1
     branching: Annotated[int, Field(ge=2)] = 32
     tokens: PositiveInt = 2_000_000
-    seed: int = 0
+    seed: Seed = 0
 
     @model_validator(mode="after")
     def _branching_fits(self) -> SyntheticCorpus:
@@ -195,7 +195,7 @@ class Case(Strict):
     tokens: PositiveInt | None = None
     init: Init | None = None
     weight_decay: NonNegativeFloat | None = None
-    seed: int | None = None
+    seed: Seed | None = None
     lr: PositiveFloat | None = None
 
 
@@ -203,7 +203,7 @@ class GridSpec(Strict):
     tokens: Annotated[list[PositiveInt], Field(min_length=1)] | None = None
     init: Annotated[list[Init], Field(min_length=1)] | None = None
     weight_decay: Annotated[list[NonNegativeFloat], Field(min_length=1)] | None = None
-    seed: Annotated[list[int], Field(min_length=1)] | None = None
+    seed: Annotated[list[Seed], Field(min_length=1)] | None = None
     lr: Annotated[list[PositiveFloat], Field(min_length=1)] | None = None
     cases: Annotated[list[Case], Field(min_length=1)] | None = None
 

@@ -25,7 +25,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from sweeps.base import PositiveFloat, PositiveInt, Strict, StudyBase, TaskResources, Unit, content_id
+from sweeps.base import PositiveFloat, PositiveInt, Seed, Strict, StudyBase, TaskResources, Unit, content_id
 from sweeps.branching import lm_units
 from sweeps.spec import AdamStatsSpec, LMStudyBody
 
@@ -39,7 +39,7 @@ class SineTask(Strict):
     inputs: PositiveInt = 4
     samples: PositiveInt = 256
     test_samples: PositiveInt = 1024
-    seed: int = 1000
+    seed: Seed = 1000
 
 
 class FCNetwork(Strict):
@@ -60,7 +60,7 @@ class FunctionPart(Strict):
     network: FCNetwork = FCNetwork()
     steps: PositiveInt = 3000
     lr: Annotated[list[PositiveFloat], Field(min_length=1)]
-    seed: Annotated[tuple[int, ...], Field(min_length=1)] = (0,)
+    seed: Annotated[tuple[Seed, ...], Field(min_length=1)] = (0,)
     betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
     eps: PositiveFloat = 1e-8
     adam_stats: AdamStatsSpec = AdamStatsSpec(every=1)

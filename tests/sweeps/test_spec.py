@@ -57,6 +57,9 @@ MALFORMED = [
     (("grid.init", [{}]), "grid.init.0"),
     (("grid.weight_decay", [-0.1]), "grid.weight_decay.0"),
     (("grid.seed", []), "grid.seed"),
+    (("grid.seed", [-1]), "grid.seed.0"),  # numpy refuses a negative seed: every trial would fail at run time
+    (("grid.seed", [2**64]), "grid.seed.0"),  # torch.manual_seed overflows
+    (("data.synthetic.seed", -3), "data.synthetic.seed"),
     (("train.batch_size", 0), "train.batch_size"),
     (("train.lr", "fast"), "train.lr"),
     (("train.betas", [0.9, 1.5]), "train.betas.1"),
