@@ -14,6 +14,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -91,7 +92,8 @@ def summarize(results: Results) -> Summary:
     """Counts for a status line: trials per status, rows per table, the best ok loss, skipped files."""
     trials = results.trials
     by_status = {str(k): int(v) for k, v in trials["status"].value_counts().sort_index().items()}
-    ok_losses = trials.loc[trials["status"] == "ok", "final_eval_loss"].dropna()
+    ok_losses = trials.loc[trials["status"] == "ok", "final_eval_loss"].astype(float)
+    ok_losses = ok_losses[np.isfinite(ok_losses)]  # a non-finite loss is no "best" (a hand-edited or broken row)
     rows = {table.name: len(getattr(results, table.name)) for table in _TABLES}
     best = float(ok_losses.min()) if len(ok_losses) else None
     return Summary(results.root, by_status, rows, best, results.skipped)

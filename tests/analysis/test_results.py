@@ -74,17 +74,18 @@ def test_missing_directory_is_an_input_error(tmp_path: Path) -> None:
 
 
 def test_summary_counts_statuses_rows_and_best_loss(tmp_path: Path, gen) -> None:
-    rows = gen.trial_rows(gen.Law())[:4]
+    rows = gen.trial_rows(gen.Law())[:5]
     rows[0] = {**rows[0], "status": "diverged", "final_eval_loss": None}
     rows[1] = {**rows[1], "status": "failed", "final_eval_loss": None}
+    rows[4] = {**rows[4], "final_eval_loss": float("-inf")}  # not a loss: never the "best"
     gen.write_trials(tmp_path, rows)
     steps = [{"trial_id": rows[2]["trial_id"], "step": s} for s in (1, 2)]
     gen.write_rows(tmp_path, "steps", rows[2]["trial_id"], steps)
     summary = summarize(load(tmp_path))
-    assert summary.trials_by_status == {"diverged": 1, "failed": 1, "ok": 2}
-    assert summary.rows == {"trials": 4, "steps": 2, "probes": 0, "recovery": 0, "function_runs": 0}
-    assert summary.best_eval_loss == pytest.approx(min(r["final_eval_loss"] for r in rows[2:]))
-    assert any("2 ok" in line for line in summary.lines())
+    assert summary.trials_by_status == {"diverged": 1, "failed": 1, "ok": 3}
+    assert summary.rows == {"trials": 5, "steps": 2, "probes": 0, "recovery": 0, "function_runs": 0}
+    assert summary.best_eval_loss == pytest.approx(min(r["final_eval_loss"] for r in rows[2:4]))
+    assert any("3 ok" in line for line in summary.lines())
 
 
 def test_a_copied_file_is_counted_once_keeping_the_newest_row_and_named(tmp_path: Path, gen) -> None:
