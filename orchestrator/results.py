@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import yaml
@@ -47,7 +48,13 @@ class ResultsDir:
         return "://" not in self.uri
 
     def _fs(self) -> tuple[pafs.FileSystem, str]:
-        return pafs.FileSystem.from_uri(self.uri)
+        try:
+            return pafs.FileSystem.from_uri(self.uri)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+            raise ResultsError(
+                f"{self.uri}: not a results location pyarrow can open ({str(err).splitlines()[0]}); give a local "
+                "path or a URI such as s3://bucket/study or gs://bucket/study"
+            ) from err
 
     def path(self, *parts: str) -> str:
         return "/".join([self.uri.rstrip("/"), *parts])

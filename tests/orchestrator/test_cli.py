@@ -77,3 +77,9 @@ def test_a_directory_that_is_not_this_studys_results_is_refused_and_left_as_it_w
     assert done.returncode == 2, done.stderr
     assert "exceeds" in done.stderr.strip().splitlines()[-1]  # the error, after the data set-up's progress lines
     assert {p.name: p.read_text() for p in mine.iterdir()} == {"spec.yaml": "name: smoke\n# my earlier run\n"}
+
+
+def test_a_results_uri_pyarrow_cannot_open_is_one_line(tmp_path: Path) -> None:
+    done = scalesweep("run", "smoke", "--results", "foo://bar", cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0, done.stderr
+    assert "foo://bar: not a results location pyarrow can open" in done.stderr
