@@ -33,7 +33,6 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from models.batches import plan_steps
 from models.data import prepare_tokens
 from models.init import apply_init
 from models.lm import build_lm
@@ -95,7 +94,7 @@ def measure_compile(laptop: StudySpec) -> None:
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-")  # a cold compile
     trials = expand(laptop)
     vocab = prepare_tokens(laptop.data).vocab_size
-    short = min(plan_steps(t) for t in trials)
+    short = min(t.steps for t in trials)
     largest = max(trials, key=lambda t: (t.shape.d_model, t.tokens))
     wider = replace(largest, shape=replace(largest.shape, n_layer=2, d_model=96))
     for trial in (largest, wider):
@@ -146,7 +145,7 @@ def trained_steps(unit: TrialConfig | StableRun) -> int:
     if isinstance(unit, StableRun):
         trial = unit.longest
         return token_budget([unit]).branched // (trial.train.batch_size * trial.shape.seq_len)
-    return plan_steps(unit)
+    return unit.steps
 
 
 def measure_study_overhead(laptop: StudySpec, workdir: Path) -> float:

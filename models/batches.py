@@ -1,9 +1,9 @@
 """Which training sequences a trial reads, step by step.
 
-A trial of D tokens takes ``steps`` = D // (batch_size × seq_len) steps. Its batches are the first steps × batch_size
-entries of a permutation, seeded by the trial's seed, of *every* seq_len window of the training stream
-(`models.data.TokenStore.training_sequences`): a uniform sample of the corpus at every D, nested across D (a larger D
-reads every sequence a smaller one reads), and the batch of step k does not depend on D.
+A trial of D tokens takes ``TrialConfig.steps`` = D // (batch_size × seq_len) steps. Its batches are the first
+steps × batch_size entries of a permutation, seeded by the trial's seed, of *every* seq_len window of the training
+stream (`models.data.TokenStore.training_sequences`): a uniform sample of the corpus at every D, nested across D (a
+larger D reads every sequence a smaller one reads), and the batch of step k does not depend on D.
 """
 
 from __future__ import annotations
@@ -11,11 +11,6 @@ from __future__ import annotations
 import numpy as np
 
 from sweeps.grid import TrialConfig
-
-
-def plan_steps(trial: TrialConfig) -> int:
-    """Optimizer steps of the trial: whole batches of its tokens."""
-    return trial.steps
 
 
 def batch_order(trial: TrialConfig, steps: int, windows: int) -> np.ndarray:

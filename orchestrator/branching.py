@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
+from models.branching import StableStates, branch_state, diverged_outcome, run_segment
 from models.data import prepare_tokens
 from models.state import TrainState
 from orchestrator.lm import TrialRunner
@@ -44,8 +45,9 @@ STATES = "stable-states"
 POLL_S = 0.5
 
 
-def states_root(results: ResultsDir, run: StableRun) -> Path:
-    return Path(results.path(STATES, run.stable_id))
+def stable_states(results: ResultsDir, stable_id: str) -> StableStates:
+    """The saved states of a stable run under ``RESULTS/stable-states/<stable_id>/`` (a mounted path)."""
+    return StableStates(Path(results.path(STATES, stable_id)))
 
 
 # ------------------------------------------------------------------------------------------------ the two tasks
@@ -57,7 +59,6 @@ def segment_task(
     """Train a stretch of a stable run (a Ray task); returns the status of each cell it decided (the cells whose
     fork point lies at or after a divergence: their rows are written here). At a probe step it saves a probe
     checkpoint for every cell that has not forked yet, as a separate trial of the cell would."""
-    from models.branching import StableStates, diverged_outcome, run_segment
     from orchestrator.probes import probe_hook
     from orchestrator.trainable import TrialRun, trial_bookkeeping
     from sweeps.tables import STEPS, TRIALS
@@ -79,7 +80,7 @@ def segment_task(
         run,
         segment,
         store,
-        StableStates(states_root(results, run)),
+        stable_states(results, run.stable_id),
         device=device,
         probe_every=curvature.every if curvature else 0,
         on_probe=on_probe,
@@ -103,7 +104,6 @@ def branch_task(
 ) -> dict[str, str]:
     """Train one cell's cooldown branch from its fork point (a Ray task); returns its status. It probes the steps
     after its fork point (the stable run probed the ones before)."""
-    from models.branching import StableStates, branch_state
     from models.state import ready_for
     from models.train import Shard
     from orchestrator.probes import probe_hook
@@ -113,8 +113,7 @@ def branch_task(
     results = ResultsDir(results_uri)
     started = time.perf_counter()
     device, store = TrialRun(cell, results_uri).set_up()
-    states = StableStates(Path(results.path(STATES, stable_id)))
-    state = branch_state(cell, states, fork, store.vocab_size, device)
+    state = branch_state(cell, stable_states(results, stable_id), fork, store.vocab_size, device)
     curvature = cell.probes.curvature if cell.probes and probe_queue else None
     ready_for(state, device, compile_step=cell.train.compile)
     status = train_and_record(
@@ -128,7 +127,7 @@ def branch_task(
         save_and_report=_ignore,
         writes_results=True,
         probe_every=curvature.every if curvature else 0,
-        on_probe=probe_hook(cell, results, curvature, probe_queue) if curvature and probe_queue else None,
+        on_probe=probe_hook(cell, results, curvature, probe_queue) if curvature else None,
     )
     _record(results, cell, cell.trial_id, stable_id, fork, cell.steps, status, started)
     return {cell.trial_id: status}
@@ -204,9 +203,7 @@ class _Schedule:
             self.replan(run, list(self.waiting[run.stable_id]))
 
     def retained(self, run: StableRun) -> list[int]:
-        from models.branching import StableStates
-
-        return StableStates(states_root(self.results, run)).steps()
+        return stable_states(self.results, run.stable_id).steps()
 
     def collect(self, run: StableRun) -> list[int]:
         """Move the cells whose fork state is now on disk to the ready branches; returns the forks still missing."""
@@ -344,9 +341,9 @@ class BranchRunner:
         submit()
         while running:
             done, _ = ray.wait(list(running), num_returns=1, timeout=POLL_S)
-            for work in running.values():
-                if work.segment is not None:
-                    schedule.collect(work.run)
+            # one look at the disk per stable run with a stretch in flight: its new fork states become branches
+            for run in {w.run.stable_id: w.run for w in running.values() if w.segment is not None}.values():
+                schedule.collect(run)
             for ref in done:
                 work = running.pop(ref)
                 try:
@@ -379,7 +376,8 @@ class BranchRunner:
         whole = token_budget(units)
         finished = {i for i, status in statuses.items() if status in FINISHED}
         left = [run for unit in units if (run := unit.pending(finished))]
-        to_run = token_budget(left, {run.stable_id: _retained(results, run) for run in left})
+        on_disk = {run.stable_id: stable_states(results, run.stable_id).steps() for run in left if results.is_local}
+        to_run = token_budget(left, on_disk)
         return "\n".join(
             [
                 table,
@@ -398,9 +396,3 @@ def _vocab(cells: list[TrialConfig]) -> int:
 
 def _cells(units: list[StableRun]) -> list[TrialConfig]:
     return [cell for unit in units for cell in unit.cells]
-
-
-def _retained(results: ResultsDir, run: StableRun) -> list[int]:
-    from models.branching import StableStates
-
-    return StableStates(states_root(results, run)).steps() if results.is_local else []

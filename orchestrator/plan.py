@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import torch
 
 from models.accounting import ParamCounts, count_params, training_flops
-from models.batches import plan_steps
 from models.lm import build_lm
 from sweeps.grid import ModelShape, TrialConfig
 from sweeps.spec import BPETokenizer, DataSpec, PretrainedTokenizer
@@ -58,7 +57,7 @@ def plan(trials: list[TrialConfig], statuses: dict[str, str], vocab_size: int) -
     rows = []
     for t in trials:
         counts = _counts(t.shape, vocab_size)
-        steps = plan_steps(t)
+        steps = t.steps
         tokens = steps * t.train.batch_size * t.shape.seq_len
         rows.append(
             PlannedTrial(

@@ -79,9 +79,8 @@ class ResultsDir:
         try:
             entries = fs.get_file_info(pafs.FileSelector(root.rstrip("/"), allow_not_found=True))
         except OSError as err:
-            reason = err.strerror or str(err).splitlines()[0]
             raise ResultsError(
-                f"cannot use {self.uri} as a results directory: {reason}; choose another with --results"
+                f"cannot use {self.uri} as a results directory: {_reason(err)}; choose another with --results"
             ) from err
         visible = [e for e in entries if not e.base_name.startswith(".")]
         if not visible or any(e.type == pafs.FileType.Directory and e.base_name in TABLES for e in visible):
@@ -116,7 +115,7 @@ class ResultsDir:
                 fs.move(tmp, f"{directory}/{name}")
         except OSError as err:
             _remove_quietly(fs, tmp)
-            reason = err.strerror or str(err).splitlines()[0]
+            reason = _reason(err)
             where = f"{directory}/{name}" if name else f"in {directory}"
             raise ResultsError(
                 f"cannot write {where}: {reason}; check the permissions and free space of the results location, or "
@@ -160,6 +159,10 @@ class ResultsDir:
     def finished_ids(self, table: Table = TRIALS) -> set[str]:
         """Keys of ``table`` whose row is finished (ok or diverged): a rerun skips them."""
         return {key for key, status in self.statuses(table).items() if status in FINISHED}
+
+
+def _reason(err: OSError) -> str:
+    return err.strerror or str(err).splitlines()[0]
 
 
 def _study_name(fs: pafs.FileSystem, path: str) -> str | None:

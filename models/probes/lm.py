@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from models.batches import batch_order, plan_steps
+from models.batches import batch_order
 from models.checkpoint import load_state, read_probe_meta
 from models.data import TokenStore, prepare_tokens
 from models.probes.curvature import curvature_probe
@@ -32,7 +32,7 @@ from sweeps.grid import TrialConfig
 def probe_batch(trial: TrialConfig, store: TokenStore, size: int, seed: int) -> torch.Tensor:
     """`size` training sequences of `trial` (size × seq_len token ids), drawn as the module docstring says."""
     sequences = store.training_sequences(trial.shape.seq_len)
-    trained = batch_order(trial, plan_steps(trial), len(sequences)).ravel()
+    trained = batch_order(trial, trial.steps, len(sequences)).ravel()
     rows = np.random.default_rng(seed).choice(len(trained), size=min(size, len(trained)), replace=False)
     return torch.from_numpy(sequences[np.sort(trained[rows])].astype(np.int64))
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.batches import batch_order, plan_steps
+from models.batches import batch_order
 from models.data import prepare_tokens
 from models.probes.adam import adam_step_stats
 from models.state import new_state
@@ -43,7 +43,7 @@ def _trial(token_cache: Path, **adam_stats: float):
 def _by_hand(trial, store) -> dict[int, tuple[float, float, float]]:
     """The loop's steps written out, with `adam_step_stats` called directly after every EVERY-th update."""
     state = new_state(trial, store.vocab_size, torch.device("cpu"))
-    steps = plan_steps(trial)
+    steps = trial.steps
     sequences = store.training_sequences(trial.shape.seq_len)
     order = batch_order(trial, steps, len(sequences))
     model, optimizer = state.model, state.optimizer
@@ -69,7 +69,7 @@ def test_stats_fill_the_requested_steps_with_adam_step_stats(token_cache: Path) 
     outcome, logged = _run(trial, store)
     assert outcome.status == "ok"
     rows = {r["step"]: r for r in logged}
-    steps = plan_steps(trial)
+    steps = trial.steps
     assert sorted(rows) == list(range(2, steps + 1, 2))
     measured = {s for s, r in rows.items() if "adam_critical_share" in r}
     assert measured == set(range(EVERY, steps + 1, EVERY))

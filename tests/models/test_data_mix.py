@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.batches import batch_order, plan_steps
+from models.batches import batch_order
 from models.data import prepare_tokens
 from models.data.corpora import document_order, held_out, stdlib_files, stdlib_root
 from sweeps.grid import expand
@@ -69,7 +69,7 @@ def test_every_d_sees_the_corpus_mix_and_eval_spans_every_held_out_document(name
     window_category = token_category[: len(windows) * seq_len].reshape(len(windows), seq_len)
     trials = {t.tokens: t for t in expand(spec) if t.seed == 0}
     for tokens, trial in sorted(trials.items()):
-        rows = batch_order(trial, plan_steps(trial), len(windows)).ravel()
+        rows = batch_order(trial, trial.steps, len(windows)).ravel()
         n = len(rows)
         share = np.bincount(window_category[rows].ravel(), minlength=len(categories)) / (n * seq_len)
         tolerance = 4 * np.sqrt(corpus_share * (1 - corpus_share) / n) + 1 / n

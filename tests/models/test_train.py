@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.batches import batch_order, plan_steps
+from models.batches import batch_order
 from models.checkpoint import load_state, save_state
 from models.data import TokenStore, prepare_tokens
 from models.state import new_state
@@ -69,13 +69,13 @@ def test_wsd_schedule_is_warmup_then_peak_then_the_decay_formula(shape: str) -> 
 def test_each_sequence_is_visited_once_and_batches_do_not_depend_on_d(trial_and_store) -> None:
     trial, store = trial_and_store
     windows = len(store.training_sequences(trial.shape.seq_len))
-    steps = plan_steps(trial)
+    steps = trial.steps
     order = batch_order(trial, steps, windows)
     assert len(set(order.ravel().tolist())) == order.size == steps * trial.train.batch_size
     # drawn from the whole stream, not from its first D tokens
     assert order.max() >= steps * trial.train.batch_size
     longer = dataclasses.replace(trial, tokens=4 * trial.tokens)
-    np.testing.assert_array_equal(batch_order(longer, plan_steps(longer), windows)[:steps], order)
+    np.testing.assert_array_equal(batch_order(longer, longer.steps, windows)[:steps], order)
     with pytest.raises(ValueError, match="holds"):
         batch_order(trial, steps, windows=steps)
 
@@ -118,7 +118,7 @@ def test_same_seed_same_numbers_and_loss_falls(trial_and_store) -> None:
     assert a.row["final_eval_loss"] == b.row["final_eval_loss"]
     # learned something: below the loss of predicting uniformly over the vocabulary
     assert a.row["final_eval_loss"] < math.log(store.vocab_size)
-    assert a.row["tokens"] == plan_steps(trial) * 8 * 32
+    assert a.row["tokens"] == trial.steps * 8 * 32
 
 
 def test_resume_from_checkpoint_matches_uninterrupted(trial_and_store, tmp_path: Path) -> None:
@@ -140,7 +140,7 @@ def test_resume_from_checkpoint_matches_uninterrupted(trial_and_store, tmp_path:
     resumed = train(trial, store, state=state)
     assert resumed.row["final_eval_loss"] == pytest.approx(uninterrupted.row["final_eval_loss"], abs=1e-6)
     steps = [r["step"] for r in state.rows]
-    assert steps == sorted(set(steps)) == list(range(1, plan_steps(trial) + 1))
+    assert steps == sorted(set(steps)) == list(range(1, trial.steps + 1))
 
 
 def test_absurd_lr_diverges_with_metrics_kept(trial_and_store) -> None:
@@ -148,5 +148,5 @@ def test_absurd_lr_diverges_with_metrics_kept(trial_and_store) -> None:
     outcome = train(trial.__class__(**{**trial.__dict__, "lr": 1e30}), store)
     assert outcome.status == "diverged"
     assert "non-finite" in outcome.error
-    assert outcome.row["steps"] < plan_steps(trial)
+    assert outcome.row["steps"] < trial.steps
     assert not math.isfinite(outcome.row["final_train_loss"])
