@@ -20,9 +20,10 @@ import pyarrow.parquet as pq
 
 from analysis.compare import FORMS, LAWS, GroupComparison, compare_groups
 from analysis.errors import AnalysisInputError
-from analysis.points import GROUP_COLUMNS, N_CONVENTIONS, default_n, scaling_points
+from analysis.points import N_CONVENTIONS, default_n
 from analysis.report import build_sections, write_report
 from analysis.results import load
+from analysis.settings import grouped_points, with_settings
 
 _SHOWN = ("E", "A", "B", "alpha", "beta", "a")
 
@@ -34,7 +35,8 @@ class FitRequest:
     form: str = "joint"
     law: str = "auto"
     by: tuple[str, ...] | None = None
-    """Group columns; None: the treatment axes present (init_rate, init_std, weight_decay)."""
+    """Group columns: trials columns or config settings (``train.lr``); None: the treatment axes that vary
+    (init_rate, init_std, weight_decay) and every other setting that varies (``analysis.settings``)."""
     n: str | None = None
     """N convention (``analysis.points``); None: with-head where the trials allow it."""
     e_given: float | None = None
@@ -65,15 +67,10 @@ def fit_main(results: str, *, request: FitRequest, out: str | None, strict: bool
     """
     request.check()
     loaded = load(results, strict=strict)
-    by = GROUP_COLUMNS if request.by is None else request.by
     request = replace(request, n=request.n or default_n(loaded.trials))
-    points = scaling_points(loaded.trials, n=request.n, keep=by)
+    points, by = grouped_points(*with_settings(loaded.trials), n=request.n, by=request.by)
     if points.empty:
         raise AnalysisInputError(f"{results}: no ok trials with a finite final_eval_loss to fit")
-    unknown = [c for c in by if c not in points.columns]
-    if unknown:
-        raise AnalysisInputError(f"--by {','.join(unknown)}: not a trials column; try init_rate weight_decay")
-    by = tuple(c for c in by if points[c].nunique(dropna=False) > 1) if request.by is None else by
     if request.weight_by_se:
         points = _weighted(points, results)
     comparison = compare_groups(

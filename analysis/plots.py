@@ -181,14 +181,16 @@ def training_curves(
     by: Sequence[str] = ("init_rate", "init_std", "weight_decay"),
     n_column: str = "params_non_embedding",
 ) -> Figure:
-    """One panel per group (the treatment columns of ``by`` that vary): each trial's train loss smoothed over a
-    window of 5% of its steps (lines) and its eval losses (dots) against tokens, coloured by model size."""
+    """One panel per group (the columns of ``by`` that vary): each trial's train loss smoothed over a window of 5% of
+    its steps (lines) and its eval losses (dots) against tokens, coloured by model size; grey where the size is not
+    known (a failed trial's row has none, a running trial no row)."""
     trials = trials.set_index("trial_id")
     by = [c for c in by if c in trials.columns and trials[c].nunique(dropna=False) > 1]
     keys = trials[by].apply(lambda row: group_label(row.to_dict()), axis=1) if by else pd.Series("all", trials.index)
     panels = sorted(keys.reindex(steps["trial_id"].unique()).fillna("unknown").unique())
     sizes = trials[n_column].astype(float)
-    norm = LogNorm(vmin=sizes.min(), vmax=max(sizes.max(), sizes.min() * 1.01))
+    sizes = sizes[np.isfinite(sizes) & (sizes > 0)]
+    norm = LogNorm(vmin=sizes.min(), vmax=max(sizes.max(), sizes.min() * 1.01)) if len(sizes) else None
     columns = min(2, len(panels))
     rows = int(np.ceil(len(panels) / columns))
     fig = Figure(figsize=(6.2 * columns + 1.2, 4.2 * rows))
@@ -197,7 +199,8 @@ def training_curves(
         members = [t for t in steps["trial_id"].unique() if keys.get(t, "unknown") == panel]
         for trial_id in members:
             curve = steps[steps["trial_id"] == trial_id].sort_values("step")
-            colour = colormaps["viridis"](norm(sizes.get(trial_id, sizes.min())))
+            size = sizes.get(trial_id)
+            colour = "grey" if size is None else colormaps["viridis"](norm(size))
             window = max(1, len(curve) // 20)
             smooth = curve["train_loss"].rolling(window, min_periods=1, center=True).mean()
             ax.plot(curve["tokens"], smooth, color=colour, lw=1.0, alpha=0.8)
@@ -216,7 +219,8 @@ def training_curves(
     for ax in axes.ravel()[len(panels) :]:
         ax.set_visible(False)
     fig.suptitle("Training curves: smoothed train loss (lines), eval loss (dots)")
-    fig.colorbar(ScalarMappable(norm=norm, cmap="viridis"), ax=axes.ravel().tolist(), label=n_column)
+    if norm is not None:
+        fig.colorbar(ScalarMappable(norm=norm, cmap="viridis"), ax=axes.ravel().tolist(), label=n_column)
     return fig
 
 

@@ -26,8 +26,9 @@ from matplotlib.figure import Figure
 from analysis import plots
 from analysis.compare import GroupComparison, GroupFit, compare_groups, group_e
 from analysis.extrapolation import extrapolation_check
-from analysis.points import GROUP_COLUMNS, default_n, scaling_points, varying_lr
+from analysis.points import GROUP_COLUMNS, default_n, varying_lr
 from analysis.results import Results, summarize
+from analysis.settings import grouped_points, with_settings
 from analysis.spikes import DEFAULT_RULE, analyze_spikes, spike_shares
 from analysis.thresholds import recovery_thresholds, thresholds_table
 
@@ -50,9 +51,11 @@ def build_sections(
     say = progress or (lambda _: None)
     sections = [Section("Summary", text=summarize(results).lines())]
     n = default_n(results.trials) if len(results.trials) else "with-head"
-    points = scaling_points(results.trials, n=n)
+    trials, settings = with_settings(results.trials)
+    points, by = grouped_points(trials, settings, n=n, by=None)
+    if points.empty and len(trials):
+        sections[0].text.append("No law fitted: no ok trial has a finite, positive final_eval_loss.")
     if len(points):
-        by = tuple(c for c in GROUP_COLUMNS if c in points.columns and points[c].nunique(dropna=False) > 1)
         comparison = compare_groups(points, by=by, form="joint", n_bootstrap=n_bootstrap, warn=False, progress=progress)
         sections[0].text.append(
             f"Fits: N = {n} parameters; groups by "
@@ -84,7 +87,8 @@ def build_sections(
             Section(
                 "Training curves",
                 text=["Smoothed train loss (lines) and eval loss (dots) per trial, one panel per group."],
-                figures={"training_curves": plots.training_curves(lm_steps, results.trials)},
+                # a panel per fitted group; with one group or none, per treatment that varies among all trials
+                figures={"training_curves": plots.training_curves(lm_steps, trials, by=by or GROUP_COLUMNS)},
             )
         )
     if len(results.recovery):

@@ -18,10 +18,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
 from analysis.errors import AnalysisInputError
-from sweeps.tables import FUNCTION_RUNS, PROBES, RECOVERY, STEPS, TRIALS, SchemaError, Table
+from sweeps.tables import FUNCTION_RUNS, PROBES, RECOVERY, STEPS, TRIALS, SchemaError, Table, read_file
 
 _TABLES = (TRIALS, STEPS, PROBES, RECOVERY, FUNCTION_RUNS)
 
@@ -172,7 +171,7 @@ def _read_table(
 
     for path in files:
         try:
-            parts[path] = _read_file(filesystem, path, table)
+            parts[path] = read_file(filesystem, path, table)
         except (SchemaError, pa.ArrowException, OSError) as exc:
             skip(path, str(exc).removeprefix(f"{path}: "), exc)
     for extra, kept in _duplicate_files(parts, table).items():
@@ -181,7 +180,46 @@ def _read_table(
     if not parts:
         return table.schema().empty_table().to_pandas()
     # Columns beyond the declaration are kept (the design allows adding them); files without them get nulls.
-    return pa.concat_tables(list(parts.values()), promote_options="permissive").to_pandas()
+    return pa.concat_tables(_undeclared_unified(parts, table), promote_options="permissive").to_pandas()
+
+
+def _undeclared_unified(parts: dict[str, pa.Table], table: Table) -> list[pa.Table]:
+    """The files' tables, with every undeclared column whose types differ beyond what Arrow can promote (int64 in one
+    file, string in another) read as text, and a warning that names the column and its types with a file of each.
+
+    Declared columns are already of one type (``Table.conform``). An undeclared column is someone's addition that no
+    analysis computes with, so its values are kept as text rather than dropped: nothing is lost, and it can still be
+    read or parsed."""
+    files_of: dict[str, dict[pa.DataType, list[str]]] = {}
+    for path, data in parts.items():
+        for column in data.schema:
+            if column.name not in table.names:
+                files_of.setdefault(column.name, {}).setdefault(column.type, []).append(path)
+    clashing = {name: types for name, types in files_of.items() if not _promotable(list(types))}
+    for name, types in clashing.items():
+        found = "; ".join(
+            f"{kind} in {len(paths)} file{'s' if len(paths) > 1 else ''} ({paths[0]}{', …' if len(paths) > 1 else ''})"
+            for kind, paths in types.items()
+        )
+        warnings.warn(
+            f"{table.name} column {name!r} (not declared) has different types: {found}; read as text", stacklevel=4
+        )
+    return [_as_text(data, [name for name in clashing if name in data.column_names]) for data in parts.values()]
+
+
+def _promotable(types: list[pa.DataType]) -> bool:
+    try:
+        pa.unify_schemas([pa.schema([pa.field("column", kind)]) for kind in types], promote_options="permissive")
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        return False
+    return True
+
+
+def _as_text(data: pa.Table, names: list[str]) -> pa.Table:
+    for name in names:
+        values = [None if value is None else str(value) for value in data.column(name).to_pylist()]
+        data = data.set_column(data.schema.get_field_index(name), name, pa.array(values, pa.string()))
+    return data
 
 
 def _duplicate_files(parts: dict[str, pa.Table], table: Table) -> dict[str, str]:
@@ -209,12 +247,6 @@ def _duplicate_files(parts: dict[str, pa.Table], table: Table) -> dict[str, str]
         else:
             extra[path] = home
     return extra
-
-
-def _read_file(filesystem: pafs.FileSystem, path: str, table: Table) -> pa.Table:
-    with filesystem.open_input_file(path) as handle:
-        data = pq.read_table(handle)
-    return table.conform(data, path)
 
 
 def _is_result(name: str) -> bool:

@@ -291,7 +291,7 @@ class BranchRunner:
         results: ResultsDir,
         max_concurrent: int | None,
         stream: TextIO,
-    ) -> dict[str, str]:
+    ) -> None:
         import ray
 
         cells = _cells(units)
@@ -367,7 +367,6 @@ class BranchRunner:
         progress.close()
         if queue is not None:
             finish_queue(queue, spec.name, stream)
-        return {cell.trial_id: statuses.get(cell.trial_id, "failed") for cell in cells}
 
     def plan_text(self, spec: StudyBase, units: list[StableRun], statuses: dict[str, str]) -> str:
         cells = _cells(units)

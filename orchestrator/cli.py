@@ -19,6 +19,7 @@ from sweeps.studies import load_spec, resolve_spec
 
 EXIT_BAD_INPUT = 2
 JOB_PREFIX = "raysubmit_"  # the Ray Jobs API's submission ids
+WAIT_HELP = "if another driver is running these results, wait for it to end (default: refuse, exit 2)"
 
 
 class UsageError(InputError):
@@ -43,7 +44,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 def _run(spec: Any, args: argparse.Namespace) -> int:
     from orchestrator.study import run_study
 
-    result = run_study(spec, address=args.address, max_concurrent=args.max_concurrent)
+    result = run_study(spec, address=args.address, max_concurrent=args.max_concurrent, wait=args.wait)
     print(result.summary())
     if result.failed:
         print(
@@ -51,17 +52,21 @@ def _run(spec: Any, args: argparse.Namespace) -> int:
             "'failed' and an error column; rerun the same command to retry them",
             file=sys.stderr,
         )
-        return 1
-    return 0
+    if result.without_row:
+        print(
+            f"scalesweep: {result.without_row} {result.noun} ended without a row (a process died past its retries, "
+            "or Ray lost it: see the lines above and the Ray logs); rerun the same command to run them again",
+            file=sys.stderr,
+        )
+    return 1 if result.failed or result.without_row else 0
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from orchestrator.study import plan_text
-
-    spec = resolve_spec(args.spec)
+    spec = resolve_spec(args.spec)  # validate before importing torch and ray: a bad spec fails in a blink
     if args.results:
         spec = spec.model_copy(update={"results": args.results})
     from orchestrator.results import ResultsDir
+    from orchestrator.study import plan_text
 
     print(f"study {spec.name} → {ResultsDir.at(spec.results_path).uri}")
     print(plan_text(spec))
@@ -166,12 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--address", help="join a running Ray cluster (e.g. 'auto' on a cluster node)")
     run.add_argument("--results", help="results location (overrides the spec's 'results')")
     run.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
+    run.add_argument("--wait", action="store_true", help=WAIT_HELP)
     run.set_defaults(func=_cmd_run)
 
     resume = sub.add_parser("resume", help="finish the unfinished trials of a study from its results directory")
     resume.add_argument("results", help="results directory (holds the spec.yaml the study was run with)")
     resume.add_argument("--address", help="join a running Ray cluster")
     resume.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
+    resume.add_argument("--wait", action="store_true", help=WAIT_HELP)
     resume.set_defaults(func=_cmd_resume)
 
     plan = sub.add_parser("plan", help="dry run: print every cell, its size and compute, without training")
@@ -195,8 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument(
         "--by",
         nargs="+",
-        help="fit one law per group of these columns (default: the treatment axes that vary: init_rate, init_std, "
-        "weight_decay)",
+        help="fit one law per group of these columns or dotted config settings such as train.lr (default: every "
+        "setting that varies among the trials, e.g. init_rate, init_std, weight_decay)",
     )
     fit.add_argument(
         "--form",
@@ -254,8 +261,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except KeyboardInterrupt:
-        print("scalesweep: interrupted; finished trials are saved, run the same command to continue", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        print(
+            f"scalesweep: {str(err) or 'interrupted; finished work is saved, run the same command to continue'}",
+            file=sys.stderr,
+        )
         return 130
     except InputError as err:
         print(f"scalesweep: error: {err}", file=sys.stderr)

@@ -11,7 +11,9 @@ the grid returns only when every probe is written (or has failed: it is reported
 
 from __future__ import annotations
 
+import logging
 import os
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TextIO
@@ -19,20 +21,41 @@ from typing import TextIO
 from models.data import prepare_tokens
 from orchestrator.plan import format_plan, plan, planned_vocab_size
 from orchestrator.progress import Progress, SilentReporter, TuneProgress
-from orchestrator.results import ResultsDir
+from orchestrator.results import FINISHED, ResultsDir
 from sweeps.base import SpecError, StudyBase
 from sweeps.grid import TrialConfig
 from sweeps.spec import ResourcesSpec
+from sweeps.tables import TRIALS
 
 # Trials keep the driver's working directory, so relative paths in a spec mean the same thing inside a trial.
 os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
 # Tune's newer output engine prints its own tables whatever the verbosity; the legacy engine with a silent reporter
 # leaves the terminal to our single progress line.
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+# Ctrl-C must reach the driver as KeyboardInterrupt (the study then says what is finished and exits 130): Tune's own
+# handler would swallow it, end fit() normally and leave the unfinished trials looking as if they had failed.
+os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
 
 # What a distributed trial's driver reserves: memory only, so its workers can take every CPU (Ray rejects an all-zero
 # resource request).
 DRIVER_MEMORY = 256 * 2**20
+
+
+def _say_if_data_changed(trial: TrialConfig, results: ResultsDir, say: Callable[[str], None]) -> None:
+    """One line when finished trials of this study here trained on other text than its corpus holds now: their ids
+    named that text, so the study's cells now run as new trials beside them."""
+    now = trial.data.fingerprint
+    earlier = Counter(
+        row["corpus_fingerprint"]
+        for row in results.rows(TRIALS)
+        if row["study"] == trial.study and row["status"] in FINISHED and row["corpus_fingerprint"] not in (None, now)
+    )
+    if now is not None and earlier:
+        before = ", ".join(fingerprint[:12] for fingerprint in earlier)
+        say(
+            f"data changed: {trial.data.corpus_name} now holds text {now[:12]}, {earlier.total()} finished trial(s) "
+            f"here trained on {before}; its cells run as new trials and the earlier rows are kept"
+        )
 
 
 class TrialRunner:
@@ -54,6 +77,7 @@ class TrialRunner:
                 "run the probes on a mounted path"
             )
         prepare_tokens(units[0].data, min_train_tokens=max(t.tokens for t in units), progress=say)
+        _say_if_data_changed(units[0], results, say)
 
     def execute(
         self,
@@ -63,7 +87,7 @@ class TrialRunner:
         results: ResultsDir,
         max_concurrent: int | None,
         stream: TextIO,
-    ) -> dict[str, str]:
+    ) -> None:
         from ray import tune
 
         from orchestrator.probes import finish_queue, start_queue
@@ -100,14 +124,20 @@ class TrialRunner:
                 progress_reporter=SilentReporter(),
             ),
         )
+        tune_log = logging.getLogger("ray.tune")
+        level = tune_log.level
+        # A failed trial is one line from TuneProgress; Tune's tracebacks stay in its error files under RESULTS/tune.
+        tune_log.setLevel(logging.CRITICAL)
         try:
             tuner.fit()
+        except Exception as err:  # Tune itself failed (a full disk): the rows on disk tell each trial's outcome
+            last = str(err).strip().splitlines()[-1:] or [""]
+            progress.note(f"Ray Tune stopped early ({type(err).__name__}: {last[0]}); the rows written so far count")
         finally:
+            tune_log.setLevel(level)
             progress.close()
         if queue is not None:  # the trials handed their probes off; the study is done when the probes are
             finish_queue(queue, spec.name, stream)
-        after = results.trial_statuses()
-        return {t.trial_id: after.get(t.trial_id, "failed") for t in units}
 
     def plan_text(self, spec: StudyBase, units: list[TrialConfig], statuses: dict[str, str]) -> str:
         return format_plan(plan(units, statuses, planned_vocab_size(units[0].data)))

@@ -10,12 +10,12 @@ any corpus larger than a few hundred kilobytes.
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass
 
 import torch
 
 from models.accounting import ParamCounts, count_params, training_flops
+from models.data.tokenizer import load_pretrained
 from models.lm import build_lm
 from sweeps.grid import ModelShape, TrialConfig
 from sweeps.spec import BPETokenizer, DataSpec, PretrainedTokenizer
@@ -39,10 +39,7 @@ def planned_vocab_size(data: DataSpec) -> int:
     if isinstance(data.tokenizer, BPETokenizer):
         return data.tokenizer.vocab_size
     if isinstance(data.tokenizer, PretrainedTokenizer):
-        from transformers import AutoTokenizer
-
-        local_only = os.environ.get("SCALESWEEP_ALLOW_DOWNLOADS") != "1"
-        return len(AutoTokenizer.from_pretrained(data.tokenizer.pretrained, local_files_only=local_only))
+        return load_pretrained(data.tokenizer.pretrained).vocab_size  # the loader `run` uses: same errors, offline
     assert data.synthetic is not None
     return data.synthetic.vocab_size
 

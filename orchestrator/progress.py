@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import Any, TextIO
 
 from ray.tune import Callback, ProgressReporter
@@ -70,6 +71,13 @@ class Progress:
             self.stream.write(self.line() + "\n")
             self.stream.flush()
 
+    def note(self, message: str) -> None:
+        """A line of its own (a unit that failed, and why), above the live progress line (redraw it after)."""
+        if self.live:
+            self.stream.write("\r\033[K")
+        self.stream.write(f"[{self.study}] {message}\n")
+        self.stream.flush()
+
     def close(self) -> None:
         if self.live:
             self.stream.write("\n")
@@ -107,7 +115,19 @@ class TuneProgress(Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._update(trials, ending=trial, ending_as="ERROR")
+        self.progress.note(f"{trial.config['run']['trial']['trial_id']} failed: {_last_error_line(trial)}")
         self.progress.draw(force=True)
+
+
+def _last_error_line(trial: Any) -> str:
+    """The last line of the error Tune recorded for `trial` (the exception, without its traceback)."""
+    try:
+        lines = [line for line in Path(trial.error_file).read_text().splitlines() if line.strip()]
+    except (OSError, TypeError):
+        lines = []
+    if not lines:
+        return "its error could not be recorded (is the results location full?); see the Ray logs"
+    return lines[-1]
 
 
 class SilentReporter(ProgressReporter):

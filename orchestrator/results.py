@@ -19,10 +19,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-import yaml
 
 from sweeps.errors import InputError
-from sweeps.tables import TABLES, TRIALS, Table
+from sweeps.studies import read_yaml
+from sweeps.tables import TABLES, TRIALS, NewerSchemaError, SchemaError, Table, read_file
 
 FINISHED = ("ok", "diverged")  # deterministic outcomes: a rerun would only repeat them
 
@@ -80,7 +80,7 @@ class ResultsDir:
             entries = fs.get_file_info(pafs.FileSelector(root.rstrip("/"), allow_not_found=True))
         except OSError as err:
             raise ResultsError(
-                f"cannot use {self.uri} as a results directory: {_reason(err)}; choose another with --results"
+                f"cannot use {self.uri} as a results directory: {reason(err)}; choose another with --results"
             ) from err
         visible = [e for e in entries if not e.base_name.startswith(".")]
         if not visible or any(e.type == pafs.FileType.Directory and e.base_name in TABLES for e in visible):
@@ -115,10 +115,10 @@ class ResultsDir:
                 fs.move(tmp, f"{directory}/{name}")
         except OSError as err:
             _remove_quietly(fs, tmp)
-            reason = _reason(err)
+            why = reason(err)
             where = f"{directory}/{name}" if name else f"in {directory}"
             raise ResultsError(
-                f"cannot write {where}: {reason}; check the permissions and free space of the results location, or "
+                f"cannot write {where}: {why}; check the permissions and free space of the results location, or "
                 "choose another with --results"
             ) from err
         except BaseException:
@@ -136,41 +136,44 @@ class ResultsDir:
             and not info.base_name.startswith(".")
         )
 
-    def statuses(self, table: Table = TRIALS) -> dict[str, str]:
-        """key → status of every row of ``table`` in a readable file (a table without a status column: every row
-        is finished, its status "ok"); unreadable files are left out (``scalesweep status`` reports them)."""
+    def rows(self, table: Table) -> list[dict[str, Any]]:
+        """Every row of ``table``, read by the reader the analysis uses (`sweeps.tables.read_file`), so a row is
+        finished for `run` exactly when it is for ``status`` and ``fit``. A file that reader skips is left out here
+        too (its units rerun and write their own file; ``scalesweep status`` names it); a file from a newer
+        scalesweep stops the run, since rerunning its units would overwrite it."""
         fs, _ = self._fs()
-        key = table.key[0]
-        has_status = "status" in table.names
-        statuses: dict[str, str] = {}
+        rows: list[dict[str, Any]] = []
         for path in self.table_files(table):
             try:
-                data = pq.read_table(path, columns=[key, "status"] if has_status else [key], filesystem=fs)
-            except (OSError, ValueError, KeyError):
+                rows.extend(read_file(fs, path, table).to_pylist())
+            except NewerSchemaError as err:
+                raise ResultsError(f"{err}; nothing was run") from err
+            except (SchemaError, pa.ArrowException, OSError):
                 continue
-            keys = data[key].to_pylist()
-            values = data["status"].to_pylist() if has_status else ["ok"] * len(keys)
-            statuses.update(zip(keys, values, strict=True))
-        return statuses
+        return rows
 
-    def trial_statuses(self) -> dict[str, str]:
-        return self.statuses(TRIALS)
+    def statuses(self, table: Table = TRIALS) -> dict[str, str]:
+        """key → status of every row of ``table`` (`rows`; a table without a status column: every row is finished,
+        its status "ok")."""
+        return {row[table.key[0]]: row.get("status", "ok") for row in self.rows(table)}
 
     def finished_ids(self, table: Table = TRIALS) -> set[str]:
         """Keys of ``table`` whose row is finished (ok or diverged): a rerun skips them."""
         return {key for key, status in self.statuses(table).items() if status in FINISHED}
 
 
-def _reason(err: OSError) -> str:
+def reason(err: OSError) -> str:
+    """The OS's words for `err` (e.g. "No space left on device"), for one-line messages."""
     return err.strerror or str(err).splitlines()[0]
 
 
 def _study_name(fs: pafs.FileSystem, path: str) -> str | None:
-    """The ``name`` of the study whose spec is at `path` (None if it cannot be read as one)."""
+    """The ``name`` of the study whose spec is at `path` (None if it cannot be read as one, such as a file nested or
+    aliased past the limits of a spec)."""
     try:
         with fs.open_input_stream(path) as stream:
-            raw = yaml.safe_load(stream.read().decode("utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            raw = read_yaml(stream.read().decode("utf-8"), path)
+    except (OSError, UnicodeDecodeError, InputError):
         return None
     return raw.get("name") if isinstance(raw, dict) else None
 

@@ -37,8 +37,8 @@ class Runner(Protocol):
         results: ResultsDir,
         max_concurrent: int | None,
         stream: TextIO,
-    ) -> dict[str, str]:
-        """Run the units (Ray is up) and return the status of each unit id: ok, diverged or failed."""
+    ) -> None:
+        """Run the units (Ray is up); each writes its own rows, from which the driver reads the outcome."""
         ...
 
     def plan_text(self, spec: StudyBase, units: list[Any], statuses: dict[str, str]) -> str:

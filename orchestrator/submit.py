@@ -26,6 +26,7 @@ import contextlib
 import os
 import shlex
 import time
+import urllib.parse
 from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -143,6 +144,7 @@ def _client(address: str | None) -> JobSubmissionClient:
     address = address or next((os.environ[v] for v in ADDRESS_VARIABLES if os.environ.get(v)), None)
     if not address:
         raise SubmitError("no Ray cluster given: pass --address http://HEAD:8265 or set RAY_ADDRESS")
+    check_dashboard_url(address)
     token = _auth_token()
     headers = {"Authorization": f"Bearer {token}"} if token else None
     try:
@@ -158,6 +160,23 @@ def _client(address: str | None) -> JobSubmissionClient:
             f"the cluster at {address} wants its authentication token: run `ray get-auth-token` on the head and put "
             "the token in ~/.ray/auth_token or $RAY_AUTH_TOKEN here"
         ) from None
+
+
+def check_dashboard_url(address: str) -> None:
+    """Refuse, at once, an address that is not a dashboard URL: Ray's client reads a bare HOST:PORT or ``auto`` as
+    the cluster's GCS and waits for it for most of a minute before a traceback."""
+    try:
+        url = urllib.parse.urlsplit(address)
+        url.port  # noqa: B018 - parsing the port is the check (a malformed one raises)
+    except ValueError as err:
+        raise SubmitError(
+            f"--address {address!r} is not a URL ({err}): give the dashboard's, e.g. http://HEAD:8265"
+        ) from None
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise SubmitError(
+            f"--address {address!r} is not the Ray dashboard's URL: give it as http://HEAD:8265 (the dashboard's port; "
+            "a bare HOST:PORT or 'auto' is the cluster's internal address, which submit does not use)"
+        )
 
 
 def _auth_token() -> str | None:

@@ -52,9 +52,9 @@ def run_bounded(
     retries: int,
     limit: int | None,
     progress: Progress,
-) -> dict[str, str]:
+) -> None:
     """Run ``body`` as a Ray task for every unit, at most ``limit`` in flight (default: as many as the cluster has
-    slots for), in order of submission; returns the status of every unit id.
+    slots for), in order of submission.
 
     Each task takes ``cpus`` CPUs, is retried ``retries`` times by Ray, and is told to use T = ⌊cpus⌋ (at least 1)
     torch threads. A unit counts as its ids on the progress line (a batch of seeds counts as its seeds).
@@ -80,7 +80,7 @@ def run_bounded(
         except ray.exceptions.RayError as err:
             statuses.update(dict.fromkeys(unit.unit_ids, "failed"))
             ids = ", ".join(unit.unit_ids[:3]) + (" …" if len(unit.unit_ids) > 3 else "")
-            print(f"[{progress.study}] {ids} failed: {str(err).strip().splitlines()[-1]}", file=progress.stream)
+            progress.note(f"{ids} failed: {str(err).strip().splitlines()[-1]}")
         submit()
         done = list(statuses.values())
         progress.update(
@@ -92,7 +92,6 @@ def run_bounded(
         )
         progress.draw(force=True)
     progress.close()
-    return statuses
 
 
 class TaskStudy(Protocol):
@@ -123,10 +122,10 @@ class TaskRunner:
         results: ResultsDir,
         max_concurrent: int | None,
         stream: TextIO,
-    ) -> dict[str, str]:
+    ) -> None:
         resources = spec.resources
         total = sum(len(unit.unit_ids) for unit in units)
-        return run_bounded(
+        run_bounded(
             units,
             type(self).body,
             results=results.uri,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import reprlib
 from collections.abc import Mapping
 from typing import Annotated, Any, Protocol
 
@@ -36,7 +37,8 @@ class Strict(BaseModel):
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
-StudyName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+StudyName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=255)]
+"""A study's name: also the default results directory ``results/<name>``, so no longer than a file name can be."""
 Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]
 """A random seed: what numpy's generators and ``torch.manual_seed`` both take (a negative seed or one of 1e23 would
 pass a bare int and fail every unit at run time)."""
@@ -56,7 +58,7 @@ class StudyBase(Strict):
     """The fields every kind of study has: its name and where its results go (each kind adds its ``resources``)."""
 
     name: StudyName
-    results: str | None = None
+    results: Annotated[str, Field(max_length=4096)] | None = None  # Linux's PATH_MAX: no longer path can be opened
 
     @property
     def results_path(self) -> str:
@@ -106,22 +108,35 @@ def format_validation_error(err: ValidationError, source: str) -> str:
 
     first = max(err.errors(), key=specificity)
     loc = ".".join(_field_part(p) for p in first["loc"] if not _is_union_tag(p))
-    msg = first["msg"].removeprefix("Value error, ")
+    # Our validators' messages stay under about 200 characters; the cap only cuts a user's value they quote
+    msg = short(first["msg"].removeprefix("Value error, "), 300)
     if first["type"] == "extra_forbidden":
         msg = "unknown key (check the spelling; see README 'Spec format')"
     value = first.get("input")
-    shown = "" if isinstance(value, dict) or first["type"] == "missing" else f" (got {_short(repr(value))})"
+    shown = "" if isinstance(value, dict) or first["type"] == "missing" else f" (got {short_repr(value)})"
     line = f"{source}: {loc + ': ' if loc else ''}{msg}{shown}"
     return " ".join(line.splitlines())  # one line whatever pydantic says
 
 
 def _field_part(part: Any) -> str:
     text = str(part)
-    return text if text.isprintable() and text.strip() == text and text else repr(text)
+    return short(text if text.isprintable() and text.strip() == text and text else repr(text))
 
 
-def _short(text: str, limit: int = 80) -> str:
+def short(text: str, limit: int = 80) -> str:
+    """`text` cut to `limit` characters, ending in an ellipsis when cut: a value quoted in an error line may be a
+    megabyte long."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+_BOUNDED = reprlib.Repr()
+_BOUNDED.maxstring = _BOUNDED.maxother = _BOUNDED.maxlong = 80
+
+
+def short_repr(value: Any, limit: int = 80) -> str:
+    """The repr of `value` in at most `limit` characters, built in bounded time: reprlib renders a few items of a
+    few levels, where ``repr`` would first render all of a list of 100,000 aliases to one long string."""
+    return short(_BOUNDED.repr(value), limit)
 
 
 def _is_union_tag(part: Any) -> bool:

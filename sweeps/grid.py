@@ -65,7 +65,6 @@ class TrialConfig:
 
     def semantic(self) -> dict[str, Any]:
         """The fields that decide what the trial computes: the input of the trial id."""
-        data = self.data.model_dump(mode="json", exclude={"cache_dir"})
         return {
             "id_version": ID_VERSION,
             "architecture": self.shape.architecture,
@@ -78,7 +77,7 @@ class TrialConfig:
             "weight_decay": self.weight_decay,
             "seed": self.seed,
             "lr": self.lr,
-            "data": data,
+            "data": self.data.identity(),
             "train": _train_identity(self.train),
         }
 

@@ -100,12 +100,18 @@ class DataSpec(Strict):
     tokenizer: BPETokenizer | PretrainedTokenizer | None = None
     eval_tokens: PositiveInt = 65_536
     cache_dir: str = "~/.cache/scalesweep"
+    fingerprint: str | None = None
+    """A text corpus's fingerprint (sha256 of exactly the text read), filled in by the driver from the text it reads
+    before any trial id is made, so that ids name the text and not where it lies; a trial refuses text that no
+    longer matches it."""
 
     @model_validator(mode="after")
     def _consistent(self) -> DataSpec:
         if self.corpus == "synthetic":
             if self.tokenizer is not None:
                 raise ValueError("the synthetic corpus is already tokens (its symbols): remove data.tokenizer")
+            if self.fingerprint is not None:
+                raise ValueError("the synthetic corpus is named by its parameters: remove data.fingerprint")
             if self.synthetic is None:
                 object.__setattr__(self, "synthetic", SyntheticCorpus())
         else:
@@ -122,6 +128,15 @@ class DataSpec(Strict):
     @property
     def tokenizer_identity(self) -> str:
         return "symbols" if self.tokenizer is None else self.tokenizer.identity
+
+    def identity(self) -> dict[str, Any]:
+        """What of the data decides a trial's numbers: the synthetic corpus's parameters; for a text corpus, once
+        its fingerprint is known, that fingerprint in place of the corpus's location (the same bytes anywhere are
+        the same data, edited bytes are not). Where the cache lies never counts."""
+        dumped = self.model_dump(mode="json", exclude={"cache_dir", "fingerprint"})
+        if self.fingerprint is None:
+            return dumped
+        return {**dumped, "corpus": {"fingerprint": self.fingerprint}}
 
 
 # -------------------------------------------------------------------------------------------------------- model

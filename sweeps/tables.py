@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 SCHEMA_VERSION = 3
 """1: the first tables. 2: ``flops`` and ``flops_per_token`` count the LM head; ``params_head`` and ``eval_loss_se``
@@ -28,6 +30,10 @@ METADATA_VERSION = b"scalesweep.schema_version"
 
 class SchemaError(ValueError):
     """Rows or a file that do not match a table's declaration."""
+
+
+class NewerSchemaError(SchemaError):
+    """A file written by a newer scalesweep: its columns may mean something else, so nothing may act on it."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +90,7 @@ class Table:
             raise SchemaError(f"{where}: is a {metadata[METADATA_TABLE].decode()!r} file, expected {self.name!r}")
         version = metadata.get(METADATA_VERSION, b"").decode(errors="replace")
         if version and (not version.isdigit() or int(version) > SCHEMA_VERSION):
-            raise SchemaError(
+            raise NewerSchemaError(
                 f"{where}: written with schema version {version}, newer than this scalesweep reads "
                 f"({SCHEMA_VERSION}); upgrade scalesweep to read it"
             )
@@ -94,7 +100,7 @@ class Table:
                     continue
                 raise SchemaError(f"{where}: missing column {col.name!r} of table {self.name!r}")
             found = schema.field(col.name).type
-            if found != col.type and not pa.types.is_null(found):
+            if not _reads_as(found, col.type):
                 raise SchemaError(f"{where}: column {col.name!r} has type {found}, expected {col.type}")
 
     def conform(self, data: pa.Table, where: str) -> pa.Table:
@@ -108,6 +114,36 @@ class Table:
         extra = [name for name in data.column_names if name not in declared.names]
         schema = pa.schema(list(declared) + [data.schema.field(name) for name in extra])
         return pa.Table.from_arrays(columns + [data.column(name) for name in extra], schema=schema)
+
+
+def read_file(filesystem: pafs.FileSystem, path: str, table: Table) -> pa.Table:
+    """The one reader of a results file, for every layer that decides from it (the driver's "finished", ``status``,
+    the analysis): `path` read whole, checked against `table` and conformed (each value cast without loss), or
+    SchemaError, ArrowException, OSError."""
+    with filesystem.open_input_file(path) as handle:
+        data = pq.read_table(handle)
+    return table.conform(data, path)
+
+
+def _reads_as(found: pa.DataType, declared: pa.DataType) -> bool:
+    """Whether a file column of type `found` may hold `declared` values: the same type, all nulls, or a narrower or
+    differently encoded one that tools write for the same values (a pandas round trip writes large_string, and an
+    integer column with missing values as float64; float32, int32, timestamps in another unit, categoricals).
+    `conform` then casts each value safely, so a value that would change (2.5 as an integer) fails the read."""
+    if found == declared or pa.types.is_null(found):
+        return True
+    if pa.types.is_dictionary(found):
+        return _reads_as(found.value_type, declared)
+    if pa.types.is_string(declared):
+        return pa.types.is_string(found) or pa.types.is_large_string(found) or pa.types.is_string_view(found)
+    if pa.types.is_integer(declared) or pa.types.is_floating(declared):
+        return pa.types.is_integer(found) or pa.types.is_floating(found)
+    if pa.types.is_timestamp(declared):
+        return pa.types.is_timestamp(found) and found.tz == declared.tz
+    if pa.types.is_list(declared):
+        listed = pa.types.is_list(found) or pa.types.is_large_list(found) or pa.types.is_list_view(found)
+        return listed and _reads_as(found.value_type, declared.value_type)
+    return False
 
 
 def _clean(value: Any) -> Any:
@@ -335,6 +371,13 @@ RECOVERY = Table(
         _c(
             "min_nuclear_test_error", f64, "Matrix targets: relative test error of the minimum-nuclear-norm completion."
         ),
+        _c(
+            "min_nuclear_converged",
+            pa.bool_(),
+            "Matrix targets: the completion's ADMM met its residual tolerance (1e-10) within its step cap; when false, "
+            "the min_nuclear_* numbers describe an unfinished iterate, not the minimum (models/probes/completion.py).",
+        ),
+        _c("min_nuclear_iterations", i64, "Matrix targets: ADMM steps (SVDs) the completion took."),
         _c("target_nuclear_norm", f64, "Matrix targets: nuclear norm of the target."),
         _c(
             "imbalance_ratio",

@@ -67,13 +67,16 @@ def tiny_study(token_cache: Path):
 # Seconds each of the longest test files took in CI (.ci/run on 2 cores, two test processes, December 2026).
 # Only an ordering hint: update it when a file's time changes much.
 SECONDS = {
-    "orchestrator/test_faults.py": 190,
+    "orchestrator/test_faults.py": 230,
     "orchestrator/test_distributed_trial.py": 180,
     "orchestrator/test_driver_death.py": 173,
     "models/probes/test_recovery.py": 130,
     "orchestrator/test_submit.py": 119,
     "orchestrator/test_branching.py": 100,
     "orchestrator/test_spikes_study.py": 90,
+    "orchestrator/test_disk_full.py": 80,
+    "orchestrator/test_data_identity.py": 40,
+    "orchestrator/test_lock.py": 30,
     "orchestrator/test_study.py": 85,
     "orchestrator/test_load.py": 80,
     "models/test_distributed.py": 80,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -46,16 +47,21 @@ def prepare_tokens(
         path = entry_path(data.cache_dir, source, data.tokenizer_identity)
         build = partial(_build_synthetic, spec=data.synthetic, source=source, eval_tokens=data.eval_tokens, say=say)
     else:
-        corpus = (
-            python_stdlib(say)
-            if data.corpus == "python-stdlib"
-            else from_datasets(data.corpus, Path(data.cache_dir).expanduser() / "datasets", say)
-        )
+        corpus = _text_corpus(data, say)
+        if data.fingerprint is not None and corpus.fingerprint != data.fingerprint:
+            raise DataError(
+                f"{corpus.name} changed after the study started (its text was {data.fingerprint[:12]}, now "
+                f"{corpus.fingerprint[:12]}): nothing was trained on it; rerun the study to train the new text "
+                "under new trial ids"
+            )
         path = entry_path(data.cache_dir, corpus.fingerprint, data.tokenizer_identity)
         build = partial(_build_text, corpus=corpus, data=data, say=say)
     if is_built(path):
         say(f"using cached tokens {path}")
     else:
+        if data.synthetic is not None:
+            size = (data.synthetic.tokens + data.eval_tokens) * token_dtype(data.synthetic.vocab_size).itemsize
+            _check_room(path, size, "data.synthetic.tokens")
         start = time.monotonic()
         publish(path, build)
         say(f"cached tokens {path} in {time.monotonic() - start:.1f} s")
@@ -67,6 +73,32 @@ def prepare_tokens(
             f"{store.corpus} ({store.tokenizer}): lower grid.tokens or {fix}"
         )
     return store
+
+
+def with_fingerprint(data: DataSpec, *, progress: Callable[[str], None] | None = None) -> DataSpec:
+    """`data` with the fingerprint of the text its corpus holds now (a synthetic corpus: `data` itself, its
+    parameters are its content). The driver calls this before it makes any trial id."""
+    if data.corpus == "synthetic":
+        return data
+    return data.model_copy(update={"fingerprint": _text_corpus(data, progress or _silent).fingerprint})
+
+
+def _text_corpus(data: DataSpec, say: Callable[[str], None]) -> TextCorpus:
+    if data.corpus == "python-stdlib":
+        return python_stdlib(say)
+    assert not isinstance(data.corpus, str)  # "synthetic" has no text
+    return from_datasets(data.corpus, Path(data.cache_dir).expanduser() / "datasets", say)
+
+
+def _check_room(path: Path, size: int, setting: str) -> None:
+    """Refuse, before writing a byte, a cache entry of `size` bytes that the disk under `path` cannot hold."""
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    free = shutil.disk_usage(existing).free
+    if size > free:
+        raise DataError(
+            f"{setting} needs {size / 1e9:,.1f} GB of token cache in {path.parent}, which has {free / 1e9:,.1f} GB "
+            f"free: lower {setting}, or set data.cache_dir to a disk with room"
+        )
 
 
 def _silent(_: str) -> None:

@@ -18,7 +18,8 @@ Measured per run:
   all d² entries for a matrix, else over the first 4·n_params + 20 test points; ``model_rank_theory``: the
   optimistic sample size of the target for this student in closed form (``optimistic_sample_size``).
 * Matrix targets: observation-graph components and the learned and minimum-nuclear-norm completions
-  (``models.probes.completion``). Neuron targets: initial imbalance ratio and branch (``models.probes.neuron``).
+  (``models.probes.completion``), the latter with whether its solver converged and the steps it took. Neuron
+  targets: initial imbalance ratio and branch (``models.probes.neuron``).
 """
 
 from __future__ import annotations
@@ -178,9 +179,11 @@ def _matrix_columns(target: MatrixTarget, problem: Problem, learned: np.ndarray,
         "connected_covering": components == 1,
         "learned_rank": numerical_rank(learned, rtol),
         "learned_nuclear_norm": nuclear_norm(learned),
-        "min_nuclear_norm": nuclear_norm(completion),
-        "min_nuclear_rank": numerical_rank(completion, rtol),
-        "min_nuclear_test_error": float(((completion - truth) ** 2).sum() / (truth**2).sum()),
+        "min_nuclear_norm": nuclear_norm(completion.matrix),
+        "min_nuclear_rank": numerical_rank(completion.matrix, rtol),
+        "min_nuclear_test_error": float(((completion.matrix - truth) ** 2).sum() / (truth**2).sum()),
+        "min_nuclear_converged": completion.converged,
+        "min_nuclear_iterations": completion.iterations,
         "target_nuclear_norm": nuclear_norm(truth),
     }
 

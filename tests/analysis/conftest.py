@@ -3,6 +3,7 @@ known law, written exactly as trials write them (``sweeps.tables`` declarations 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from sweeps.grid import trials_of
+from sweeps.studies import parse_spec
 from sweeps.tables import SCHEMA_VERSION, TABLES
 
 SHARED_DATA = Path(__file__).parents[2].parent / "shared" / "data"
@@ -87,6 +90,51 @@ def trial_rows(
     return rows
 
 
+def study_rows(spec: Mapping[str, object], law: Law, *, noise: float = 0.005, seed: int = 0) -> list[dict[str, object]]:
+    """The ok trials of a language-model ``spec`` (as YAML gives it, on a synthetic corpus), as the trainable writes
+    them: the columns a trial knows from its config, ``config_json`` from the trial's own resolved config, and a loss
+    from ``law`` at N = 12·n_layer·d_model² (the blocks) + d_model·vocab_size (the head), D = tokens."""
+    study = parse_spec(dict(spec))
+    rng = np.random.default_rng(seed)
+    rows = []
+    for trial in trials_of(study, study.name):
+        shape, vocab = trial.shape, trial.data.synthetic.vocab_size
+        blocks, head = 12 * shape.n_layer * shape.d_model**2, shape.d_model * vocab
+        loss = float(law(np.float64(blocks + head), np.float64(trial.tokens)) * np.exp(noise * rng.standard_normal()))
+        rows.append(
+            {
+                "trial_id": trial.trial_id,
+                "study": study.name,
+                "status": "ok",
+                "architecture": shape.architecture,
+                "n_layer": shape.n_layer,
+                "d_model": shape.d_model,
+                "n_head": shape.n_head,
+                "head_dim": shape.head_dim,
+                "seq_len": shape.seq_len,
+                "vocab_size": vocab,
+                "params_non_embedding": blocks,
+                "params_embedding": 2 * head,
+                "params_head": head,
+                "params_total": blocks + 2 * head,
+                "tokens": trial.tokens,
+                "init_rate": trial.init.rate,
+                "init_std": trial.init.std,
+                "weight_decay": trial.weight_decay,
+                "seed": trial.seed,
+                "lr": trial.lr,
+                "batch_size": trial.train.batch_size,
+                "warmup_steps": trial.train.warmup_steps,
+                "flops": 6.0 * (blocks + head) * trial.tokens,
+                "final_eval_loss": loss,
+                "min_eval_loss": loss,
+                "config_json": json.dumps(trial.to_config(), sort_keys=True),
+                "schema_version": SCHEMA_VERSION,
+            }
+        )
+    return rows
+
+
 def write_trials(results: Path, rows: Iterable[Mapping[str, object]]) -> Path:
     """One file per trial, named by its id, as the trials write them."""
     for row in rows:
@@ -97,4 +145,6 @@ def write_trials(results: Path, rows: Iterable[Mapping[str, object]]) -> Path:
 @pytest.fixture
 def gen() -> SimpleNamespace:
     """The generators above, for test modules (which cannot import conftest under --import-mode=importlib)."""
-    return SimpleNamespace(Law=Law, trial_rows=trial_rows, write_rows=write_rows, write_trials=write_trials)
+    return SimpleNamespace(
+        Law=Law, trial_rows=trial_rows, study_rows=study_rows, write_rows=write_rows, write_trials=write_trials
+    )

@@ -8,10 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from analysis import AnalysisInputError
 from analysis.cli import FitRequest, fit_main, report_main
+from orchestrator.cli import main
 from sweeps.tables import SCHEMA_VERSION
 
 
@@ -192,3 +195,55 @@ def test_report_of_an_lr_sweep_shows_the_lr_chosen(tmp_path: Path, gen) -> None:
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert "Learning rate chosen per size" in markdown and (tmp_path / "report" / "lr_envelope.png").is_file()
     assert f"{len(best)} trials;" in markdown  # one point per cell: the envelope, not both learning rates
+
+
+def _cli(command: str, results: Path, tmp_path: Path) -> int:
+    """``scalesweep COMMAND RESULTS`` through the real command line, with few resamples and a report folder."""
+    options = {
+        "status": [],
+        "fit": ["--form", "D", "--law", "free", "--bootstrap", "10"],
+        "report": ["-o", str(tmp_path / "report"), "--bootstrap", "10"],
+    }
+    return main([command, str(results), *options[command]])
+
+
+@pytest.mark.parametrize(("command", "said"), [("status", "trials 4 ok"), ("fit", "fit.json"), ("report", "report.md")])
+def test_an_added_column_of_clashing_types_is_read(
+    tmp_path: Path, gen, command: str, said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An undeclared column written as int64 by some trials and as a string by another (issue 16, item 14). One
+    model size: L(D) is fitted, and the report (which fits L(N, D)) says why it cannot, so this stays quick."""
+    rows = gen.trial_rows(gen.Law(), sizes=(2e6,))
+    for index, row in enumerate(rows):
+        value = pa.array(["gpu-a"]) if index == 3 else pa.array([index])
+        path = gen.write_rows(tmp_path / "results", "trials", str(row["trial_id"]), [row])
+        pq.write_table(pq.read_table(path).append_column("node", value), path)
+    with pytest.warns(UserWarning, match="'node'"):
+        assert _cli(command, tmp_path / "results", tmp_path) == 0
+    assert said in capsys.readouterr().out
+
+
+def test_a_study_whose_trials_all_failed(tmp_path: Path, gen, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every trial failed after logging steps (issue 16, item 15): status counts them, fit is one line and exit code
+    2 with nothing written, and the report says nothing was fitted and shows the training curves."""
+    results = tmp_path / "results"
+    rows = [
+        {**row, "status": "failed", "error": "RuntimeError: out of memory", "final_eval_loss": None}
+        | {column: None for column in ("params_non_embedding", "params_embedding", "params_total", "flops")}
+        for row in gen.trial_rows(gen.Law())[:4]
+    ]
+    gen.write_trials(results, rows)
+    for row in rows:
+        steps = [
+            {"trial_id": row["trial_id"], "step": s, "tokens": 512 * s, "train_loss": 6.0 / s} for s in range(1, 9)
+        ]
+        gen.write_rows(results, "steps", str(row["trial_id"]), steps)
+    assert _cli("status", results, tmp_path) == 0
+    assert "trials 4 failed" in capsys.readouterr().out
+    assert _cli("fit", results, tmp_path) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no ok trials" in err[0] and not (results / "analysis").exists()
+    assert _cli("report", results, tmp_path) == 0
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "No law fitted" in markdown and "![training_curves](training_curves.png)" in markdown
+    assert (tmp_path / "report" / "training_curves.png").is_file()

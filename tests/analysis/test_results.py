@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -111,3 +113,30 @@ def test_a_copied_file_is_counted_once_keeping_the_newest_row_and_named(tmp_path
     assert summarize(results).trials_by_status == {"ok": 4}
     with pytest.raises(AnalysisInputError, match=r"conflicted copy|\(copy\)"):
         load(tmp_path, strict=True)
+
+
+def _with_added_column(tmp_path: Path, gen, values: list[pa.Array]) -> list[dict[str, object]]:
+    """Trials whose files carry an undeclared column ``node``, one value (of its own type) per file."""
+    rows = gen.trial_rows(gen.Law())[: len(values)]
+    (tmp_path / "trials").mkdir()
+    for row, value in zip(rows, values, strict=True):
+        table = TRIALS.to_arrow([row]).append_column("node", value)
+        pq.write_table(table, tmp_path / "trials" / f"{row['trial_id']}.parquet")
+    return rows
+
+
+def test_an_added_column_of_clashing_types_is_read_as_text_and_named(tmp_path: Path, gen) -> None:
+    values = [pa.array([7]), pa.array([8]), pa.array(["gpu-a"]), pa.array([None], pa.int64())]
+    rows = _with_added_column(tmp_path, gen, values)
+    with pytest.warns(UserWarning, match=r"'node'.*int64 in 3 files.*; string in 1 file \(.*t0002-0\.parquet\)"):
+        trials = load(tmp_path, strict=True).trials
+    assert trials["node"].tolist()[:3] == ["7", "8", "gpu-a"] and pd.isna(trials["node"].iloc[3])
+    assert trials["final_eval_loss"].tolist() == [row["final_eval_loss"] for row in rows]
+
+
+def test_an_added_column_arrow_can_promote_stays_numeric(tmp_path: Path, gen) -> None:
+    _with_added_column(tmp_path, gen, [pa.array([7]), pa.array([0.5])])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        trials = load(tmp_path, strict=True).trials
+    assert trials["node"].tolist() == [7.0, 0.5]

@@ -7,6 +7,10 @@ import json
 import multiprocessing
 import os
 import random
+import shutil
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -215,6 +219,45 @@ def test_synthetic_builds_are_deterministic_and_cached(tmp_path: Path) -> None:
     # more tokens with the same seed extend the corpus: the smaller one is a prefix, the eval split is unchanged
     longer = prepare_tokens(synthetic(tmp_path / "a", **{**spec, "tokens": 3_000_000}))
     assert np.array_equal(longer.train[:50_000], first.train) and np.array_equal(longer.held_out, first.held_out)
+
+
+def test_a_synthetic_corpus_larger_than_the_disk_is_refused_before_a_byte_is_written(tmp_path: Path) -> None:
+    free = shutil.disk_usage(tmp_path).free
+    tokens = free // 2 + 1  # two bytes per token (uint16): one byte more than the disk has
+    with pytest.raises(
+        DataError, match=r"data\.synthetic\.tokens needs [\d,.]+ GB of token cache in .* GB free"
+    ) as err:
+        prepare_tokens(synthetic(tmp_path / "cache", tokens=tokens, vocab_size=128, branching=16, seed=0))
+    assert "\n" not in str(err.value) and not (tmp_path / "cache").exists()
+
+
+BUILD = """
+import sys
+from models.data import prepare_tokens
+from sweeps.spec import DataSpec
+prepare_tokens(DataSpec(corpus="synthetic", synthetic={"tokens": 10**9, "vocab_size": 128}, cache_dir=sys.argv[1]))
+"""
+
+
+def test_ctrl_c_during_a_build_stops_at_once_and_leaves_no_partial_entry(tmp_path: Path) -> None:
+    if shutil.disk_usage(tmp_path).free < 3 * 10**9:
+        pytest.skip("needs 3 GB free for a corpus big enough to interrupt")
+    build = subprocess.Popen(
+        [sys.executable, "-c", BUILD, str(tmp_path)],
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a background process inherits it ignored
+    )
+    tokens = tmp_path / "tokens"
+    deadline = time.monotonic() + 120
+    while not any(p.stat().st_size for p in tokens.glob(".*.tmp/*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    build.send_signal(signal.SIGINT)
+    interrupted = time.monotonic()
+    error = build.communicate(timeout=60)[1]
+    assert build.returncode != 0 and "KeyboardInterrupt" in error
+    assert time.monotonic() - interrupted < 10
+    assert list(tokens.iterdir()) == []  # the half-written entry is gone
 
 
 def test_a_lost_race_keeps_the_winners_entry(tmp_path: Path) -> None:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
 import yaml
 
+from orchestrator.cli import main
+from orchestrator.submit import SubmitError, check_dashboard_url
 from sweeps.grid import expand
 from sweeps.studies import builtin_spec_path, load_spec
 
@@ -83,3 +88,36 @@ def test_a_results_uri_pyarrow_cannot_open_is_one_line(tmp_path: Path) -> None:
     done = scalesweep("run", "smoke", "--results", "foo://bar", cwd=tmp_path)
     assert done.returncode == 2 and done.stderr.strip().count("\n") == 0, done.stderr
     assert "foo://bar: not a results location pyarrow can open" in done.stderr
+
+
+def test_plan_with_a_pretrained_tokenizer_that_is_not_here_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw = yaml.safe_load(builtin_spec_path("smoke").read_text())
+    raw["data"] = {"corpus": "python-stdlib", "tokenizer": {"pretrained": "no-such-org/no-such-tokenizer"}}
+    (tmp_path / "pre.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["plan", str(tmp_path / "pre.yaml"), "--results", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot load pretrained tokenizer 'no-such-org/no-such-tokenizer' offline" in err
+
+
+@pytest.mark.parametrize(
+    ("address", "says"),
+    [
+        ("127.0.0.1:9", "is not the Ray dashboard's URL"),  # Ray would wait ~40 s for a GCS there, then a traceback
+        ("auto", "is not the Ray dashboard's URL"),
+        ("http://[::1", "is not a URL (Invalid IPv6 URL)"),
+        ("http://127.0.0.1:99999", "is not a URL (Port out of range"),
+    ],
+)
+def test_submit_to_an_address_that_is_no_dashboard_url_is_one_line_at_once(address: str, says: str) -> None:
+    with pytest.raises(SubmitError, match=re.escape(says)) as err:
+        check_dashboard_url(address)
+    assert "\n" not in str(err.value)
+
+
+def test_submit_to_a_bare_host_port_exits_2_in_one_line_without_waiting(tmp_path: Path) -> None:
+    started = time.monotonic()
+    done = scalesweep("submit", "smoke", "--results", "s3://bucket/x", "--address", "127.0.0.1:9", cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "http://HEAD:8265" in done.stderr and time.monotonic() - started < 30

@@ -49,16 +49,18 @@ def finished_files(results: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in directory.glob("*.parquet")} if directory.is_dir() else {}
 
 
-def interrupted(command: list[str], results: Path, *, once_finished: int, sig: int) -> tuple[dict[str, bytes], str]:
-    """Start `command`, send `sig` once `once_finished` trials have their row, and return the rows' files then and
-    the command's output."""
+def interrupted(
+    command: list[str], results: Path, *, once_finished: int, sig: int
+) -> tuple[dict[str, bytes], str, int]:
+    """Start `command`, send `sig` once `once_finished` trials have their row, and return the rows' files then, the
+    command's output and its exit code."""
     driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 180
     while len(finished_files(results)) < once_finished and time.monotonic() < deadline and driver.poll() is None:
         time.sleep(0.1)
     driver.send_signal(sig)
     output = driver.communicate(timeout=120)[0]
-    return finished_files(results), output
+    return finished_files(results), output, driver.returncode
 
 
 def test_each_run_after_a_dead_driver_finishes_only_the_unfinished(tmp_path: Path, token_cache: Path) -> None:
@@ -68,10 +70,16 @@ def test_each_run_after_a_dead_driver_finishes_only_the_unfinished(tmp_path: Pat
     spec_file.write_text(yaml.safe_dump(raw))
     total = len(expand(parse_spec(raw)))
 
-    first, output = interrupted(cli("run", str(spec_file)), results, once_finished=3, sig=signal.SIGINT)
+    first, output, code = interrupted(cli("run", str(spec_file)), results, once_finished=3, sig=signal.SIGINT)
     assert 3 <= len(first) < total, output
+    # Ctrl-C: the truth in one line (what is finished, how to go on), exit 130; no claim of rows that do not exist
+    assert code == 130, output
+    assert f"scalesweep: interrupted: {len(first)} of {total} trials finished, {total - len(first)} not" in output
+    assert "have status 'failed'" not in output, output
 
-    second, output = interrupted(cli("run", str(spec_file)), results, once_finished=len(first) + 1, sig=signal.SIGKILL)
+    second, output, _ = interrupted(
+        cli("run", str(spec_file)), results, once_finished=len(first) + 1, sig=signal.SIGKILL
+    )
     assert f"running {total - len(first)} of {total} trials" in output, output
     assert len(first) < len(second) < total, output
     assert {name: second[name] for name in first} == first  # finished trials' files untouched, byte for byte

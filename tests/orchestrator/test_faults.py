@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 STEPS, BATCH, SEQ = 120, 8, 32
 
 
-def spec_for(tiny_study, results: Path, workers: int):
+def spec_for(tiny_study, results: Path, workers: int, retries: int = 2):
     return parse_spec(
         tiny_study(
             "faults",
@@ -37,7 +37,7 @@ def spec_for(tiny_study, results: Path, workers: int):
             model={"sizes": ["2x32"], "head_dim": 16, "seq_len": SEQ},
             grid={"tokens": [STEPS * BATCH * SEQ], "init": [{"rate": 0.5}], "weight_decay": [0.1], "seed": [2]},
             train={"batch_size": BATCH, "lr": 0.01, "warmup_steps": 10, "eval_interval": 40, "checkpoint_interval": 40},
-            resources={"workers": workers, "fsdp_min_params": 0, "retries": 2},
+            resources={"workers": workers, "fsdp_min_params": 0, "retries": retries},
         )
     )
 
@@ -79,3 +79,16 @@ def test_killed_worker_resumes_from_its_checkpoint(
     assert abs(row.final_eval_loss - uninterrupted.row["final_eval_loss"]) <= tolerance
     steps = pd.read_parquet(tmp_path / "r" / "steps")
     assert sorted(steps.step) == list(range(1, STEPS + 1))  # one row per step: no duplicates, no gaps
+
+
+def test_a_trial_killed_past_its_retries_is_counted_as_ended_without_a_row(
+    ray_local, tiny_study, tmp_path: Path
+) -> None:
+    """No row, no claim of one: the summary says the trial ended without a row (not that a 'failed' row exists), and
+    a rerun runs it."""
+    spec = spec_for(tiny_study, tmp_path / "r", workers=1, retries=0)
+    result, killed = run_and_kill(spec, tmp_path / "r" / "tune", "ray::ImplicitFunc")
+    assert killed == 1, "the trial finished before a checkpoint could be interrupted"
+    assert (result.ran, result.ok, result.failed, result.without_row) == (1, 0, 0, 1)
+    assert "0 failed, 1 ended without a row" in result.summary()
+    assert not (tmp_path / "r" / "trials").exists() or not any((tmp_path / "r" / "trials").glob("*.parquet"))

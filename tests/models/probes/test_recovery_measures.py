@@ -1,5 +1,6 @@
 """The measurements beside a recovery run, against hand-computed answers: observation-graph connectivity, the
-minimum-nuclear-norm completion, the single-neuron imbalance ratio and branch, and the lifting check in depth."""
+minimum-nuclear-norm completion (closed forms, a dual certificate at d = 12, its convergence report), the single-neuron
+imbalance ratio and branch, and the lifting check in depth."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from models.probes.completion import bipartite_components, min_nuclear_norm_comp
 from models.probes.lifting import lifting_check
 from models.probes.neuron import branch, imbalance_ratio
 from models.probes.students import TwoLayerTanh
-from models.probes.targets import textbook_order
+from models.probes.targets import sample_problem, target_matrix, textbook_order
+from sweeps.recovery import MatrixTarget
 
 F64 = torch.float64
 
@@ -42,14 +44,88 @@ def test_min_nuclear_norm_completion_of_one_missing_entry(b: float, missing: flo
     values = np.array([[1.0, b], [b, 0.0]])
     mask = np.array([[True, True], [True, False]])
     completion = min_nuclear_norm_completion(values, mask)
-    assert completion[1, 1] == pytest.approx(missing, abs=1e-7)
-    assert nuclear_norm(completion) == pytest.approx(nuclear, abs=1e-8)
-    assert numerical_rank(completion, 1e-6) == rank
+    assert completion.converged
+    assert completion.matrix[1, 1] == pytest.approx(missing, abs=1e-7)
+    assert nuclear_norm(completion.matrix) == pytest.approx(nuclear, abs=1e-8)
+    assert numerical_rank(completion.matrix, 1e-6) == rank
 
 
 def test_min_nuclear_norm_of_a_fully_observed_matrix_is_the_matrix() -> None:
     m = np.random.default_rng(0).standard_normal((4, 4))
-    assert np.allclose(min_nuclear_norm_completion(m, np.ones((4, 4), dtype=bool)), m)
+    completion = min_nuclear_norm_completion(m, np.ones((4, 4), dtype=bool))
+    assert completion.converged
+    assert np.array_equal(completion.matrix, m)
+
+
+def test_min_nuclear_norm_completion_of_a_rank_one_12x12_on_a_cycle_is_the_target() -> None:
+    """M = s tᵀ, s, t ∈ {±1}¹², observed on Ω = {(i, i), (i, i+1 mod 12)}: 24 entries whose row–column graph is one
+    cycle through all 24 nodes. Y = D_s (I + P)/2 D_t (P the cyclic shift) is zero off Ω and a signed circulant, with
+    singular values |1 + ωʲ|/2: 1 for j = 0, at most cos(π/12) < 1 otherwise; ⟨Y, M⟩ = 12 = ‖M‖*, so M is a minimum.
+    On the tangent space {s xᵀ + y tᵀ}, with x = D_t a and y = D_s b an element is sᵢtⱼ(aⱼ + bᵢ): vanishing on Ω
+    forces aᵢ = aᵢ₊₁ = −bᵢ around the cycle, i.e. the zero matrix, so with the strict bound on Y off the top pair M is
+    the only minimum (Candès & Recht 2009, Lemma 3.1)."""
+    rng = np.random.default_rng(0)
+    s, t = rng.choice([-1.0, 1.0], 12), rng.choice([-1.0, 1.0], 12)
+    mask = np.eye(12, dtype=bool) | np.roll(np.eye(12, dtype=bool), 1, axis=1)
+    completion = min_nuclear_norm_completion(np.outer(s, t), mask)
+    assert completion.converged
+    np.testing.assert_allclose(completion.matrix, np.outer(s, t), atol=1e-6)
+    assert nuclear_norm(completion.matrix) == pytest.approx(12.0, rel=1e-9)
+
+
+def test_min_nuclear_norm_completion_of_six_decoupled_2x2_problems_at_d_12() -> None:
+    """The one-missing-entry problem above, six times on the diagonal blocks of a 12×12 matrix whose off-block entries
+    are observed zeros: X is then block diagonal, ‖X‖* is the sum over blocks, and each block [[1, b], [b, x]] has its
+    closed-form minimum x = 1, ‖·‖* = 2b for b ≥ 1 (√((1−x)² + 4b²) below x = b², 1 + x ≥ 2b above)."""
+    bs = [1.0, 1.5, 2.0, 2.5, 3.0, 4.0]
+    values = np.zeros((12, 12))
+    mask = np.ones((12, 12), dtype=bool)
+    for k, b in enumerate(bs):
+        values[2 * k : 2 * k + 2, 2 * k : 2 * k + 2] = [[1.0, b], [b, 0.0]]
+        mask[2 * k + 1, 2 * k + 1] = False
+    completion = min_nuclear_norm_completion(values, mask)
+    assert completion.converged
+    np.testing.assert_allclose(completion.matrix[~mask], np.ones(6), atol=1e-6)
+    assert nuclear_norm(completion.matrix) == pytest.approx(2 * sum(bs), rel=1e-9)
+
+
+def _issue_cases() -> list[tuple[np.ndarray, np.ndarray]]:
+    """Ten 12×12 rank-3 targets observed on 100 random entries, drawn as a recovery study draws them (``run_batch``
+    seeds ``sample_problem`` with 2s): where the fixed-ρ ADMM hit its 20 000-step cap 8 times (issue 16, item 7)."""
+    target = MatrixTarget(family="matrix", d=12, rank=3)
+    truth = target_matrix(target).numpy()
+    cases = []
+    for seed in range(10):
+        problem = sample_problem(target, 100, torch.Generator().manual_seed(2 * seed), test_points=10)
+        mask = np.zeros((12, 12), dtype=bool)
+        mask[tuple(np.array(problem.observed).T)] = True
+        cases.append((truth, mask))
+    return cases
+
+
+@pytest.mark.slow
+def test_min_nuclear_norm_completion_converges_with_a_certificate_at_d_12() -> None:
+    """Weak duality: for any Y that is zero off Ω, ⟨Y, M⟩/‖Y‖₂ ≤ ‖X‖* for every completion X, so it bounds the
+    minimum from below whoever computed Y. At a stop, the prox step's subgradient Y' ∈ ∂‖X‖* (‖Y'‖₂ ≤ 1) differs from
+    the returned Y by the dual residual (≤ tol) and the returned Z from X by the primal one (≤ tol·‖M_Ω‖), which
+    bounds the relative gap by (2√d + 2)·tol; the fixed-ρ loop left gaps up to 6e-6 at its cap."""
+    tol, d = 1e-10, 12
+    for values, mask in _issue_cases():
+        completion = min_nuclear_norm_completion(values, mask, tol=tol)
+        assert completion.converged and completion.iterations <= 20_000
+        assert np.array_equal(completion.matrix[mask], values[mask])
+        assert not completion.dual[~mask].any()
+        norm = nuclear_norm(completion.matrix)
+        bound = float((completion.dual * values).sum()) / float(np.linalg.norm(completion.dual, 2))
+        assert 0 <= (norm - bound) / norm <= (2 * math.sqrt(d) + 2) * tol
+
+
+def test_min_nuclear_norm_completion_reports_hitting_its_cap() -> None:
+    values, mask = _issue_cases()[1]
+    completion = min_nuclear_norm_completion(values, mask, max_iter=5)
+    assert not completion.converged
+    assert completion.iterations == 5
+    assert np.array_equal(completion.matrix[mask], values[mask])  # still a completion, just not the minimum
 
 
 def test_imbalance_ratio_by_hand() -> None:
