@@ -64,7 +64,7 @@ def tiny_study(token_cache: Path):
     return build
 
 
-# Seconds each of the longest test files took in CI (.ci/run on 2 cores, test processes, December 2026).
+# Seconds each of the longest test files took in CI (.ci/run on 2 cores, two test processes, December 2026).
 # Only an ordering hint: update it when a file's time changes much.
 SECONDS = {
     "orchestrator/test_faults.py": 230,
@@ -89,8 +89,8 @@ SECONDS = {
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The longest test files first (``SECONDS``), then the other files with Ray tests, then those with other slow
-    tests, then the rest (each group in its usual order). The test processes (pytest-xdist, a file at a time) then
-    start the longest work first and finish together, instead of one waiting for another's last long file
+    tests, then the rest (each group in its usual order). The two test processes (pytest-xdist, a file at a time)
+    then start the longest work first and finish together, instead of one waiting for the other's last long file
     (longest-processing-time-first scheduling)."""
     tests = Path(__file__).parent
     rank: dict[Path, tuple[int, int]] = {}
