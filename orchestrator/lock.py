@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO
 
-from orchestrator.results import ResultsError, reason
+from orchestrator.results import cannot_write
 from sweeps.errors import InputError
 
 LOCK_NAME = ".scalesweep.lock"  # hidden: readers of the results skip names starting with a dot
@@ -47,10 +47,7 @@ def study_lock(location: str, *, wait: bool, say: Callable[[str], None]) -> Iter
     except OSError as err:
         with contextlib.suppress(OSError):
             path.unlink()
-        raise ResultsError(
-            f"cannot write {path}: {reason(err)}; check the permissions and free space of the results location, or "
-            "choose another with --results"
-        ) from err
+        raise cannot_write(str(path), err) from err
     try:
         yield
     finally:

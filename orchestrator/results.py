@@ -115,12 +115,7 @@ class ResultsDir:
                 fs.move(tmp, f"{directory}/{name}")
         except OSError as err:
             _remove_quietly(fs, tmp)
-            why = reason(err)
-            where = f"{directory}/{name}" if name else f"in {directory}"
-            raise ResultsError(
-                f"cannot write {where}: {why}; check the permissions and free space of the results location, or "
-                "choose another with --results"
-            ) from err
+            raise cannot_write(f"{directory}/{name}" if name else f"in {directory}", err) from err
         except BaseException:
             _remove_quietly(fs, tmp)
             raise
@@ -160,6 +155,14 @@ class ResultsDir:
     def finished_ids(self, table: Table = TRIALS) -> set[str]:
         """Keys of ``table`` whose row is finished (ok or diverged): a rerun skips them."""
         return {key for key, status in self.statuses(table).items() if status in FINISHED}
+
+
+def cannot_write(where: str, err: OSError) -> ResultsError:
+    """The one-line refusal of a results location that cannot be written at `where`."""
+    return ResultsError(
+        f"cannot write {where}: {reason(err)}; check the permissions and free space of the results location, or "
+        "choose another with --results"
+    )
 
 
 def reason(err: OSError) -> str:
