@@ -18,6 +18,7 @@ from analysis.compare import (
 from analysis.errors import AnalysisInputError
 from analysis.extrapolation import ExtrapolationCheck, extrapolation_check
 from analysis.fits import ChinchillaFit, Estimate, FitOptions, PowerLawFit, fit_chinchilla, fit_power_law
+from analysis.isoflop import IsoFlopFit, fit_isoflop
 from analysis.points import scaling_points
 from analysis.results import Results, SkippedFile, Summary, load, summarize
 from analysis.selection import Selection, select_form
@@ -35,6 +36,7 @@ __all__ = [
     "FitOptions",
     "GroupComparison",
     "GroupFit",
+    "IsoFlopFit",
     "PowerLawFit",
     "Results",
     "Selection",
@@ -51,6 +53,7 @@ __all__ = [
     "extrapolation_check",
     "fit_chinchilla",
     "fit_form",
+    "fit_isoflop",
     "fit_power_law",
     "load",
     "recovery_thresholds",

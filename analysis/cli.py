@@ -1,7 +1,7 @@
-"""``scalesweep fit`` and ``scalesweep report`` as plain functions; ``orchestrator/cli.py`` parses the
+"""``scalesweep fit``, ``report`` and ``recommend`` as plain functions; ``orchestrator/cli.py`` parses the
 arguments.
 
-Both work on a machine that has only the results (no Ray, no torch), local or on a pyarrow filesystem. Input
+All three work on a machine that has only the results (no Ray, no torch), local or on a pyarrow filesystem. Input
 a person must fix raises ``AnalysisInputError`` with a one-line message; the caller prints it and exits
 non-zero.
 """
@@ -9,6 +9,7 @@ non-zero.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -21,6 +22,15 @@ import pyarrow.parquet as pq
 from analysis.compare import FORMS, LAWS, GroupComparison, compare_groups
 from analysis.errors import AnalysisInputError
 from analysis.points import N_CONVENTIONS, default_n
+from analysis.recommend import (
+    GroupRecommendation,
+    family_of,
+    flops_for_loss,
+    format_recommendation,
+    recommend,
+    study_designs,
+    throughput_of,
+)
 from analysis.report import build_sections, write_report
 from analysis.results import load
 from analysis.settings import grouped_points, with_settings
@@ -155,6 +165,70 @@ def report_main(results: str, *, out_dir: str, strict: bool, n_bootstrap: int = 
     html_path, md_path = write_report(sections, Path(out_dir), title=f"scalesweep report: {results}")
     print(f"wrote {html_path} and {md_path}")
     return 0
+
+
+def recommend_main(
+    results: str,
+    *,
+    flops: float | None,
+    loss: float | None,
+    as_json: bool,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    strict: bool = False,
+) -> int:
+    """Print the compute-optimal design at ``flops`` FLOPs, or at the budget where the joint law's compute-optimal
+    loss reaches ``loss`` (``analysis.recommend``), per group; as one JSON object per group (one line each) with
+    ``as_json``. Returns 0, or 1 when no approach is identified in any group."""
+    if (flops is None) == (loss is None):
+        raise AnalysisInputError("give exactly one of --flops C (a budget in FLOPs) or --loss L (a target loss)")
+    if flops is not None and not (math.isfinite(flops) and flops > 0):
+        raise AnalysisInputError(f"--flops {flops:g}: must be a positive number of FLOPs")
+    if loss is not None and not (math.isfinite(loss) and loss > 0):
+        raise AnalysisInputError(f"--loss {loss:g}: must be a positive loss in nats/token")
+    if n_bootstrap < 10:
+        raise AnalysisInputError(f"--bootstrap {n_bootstrap}: must be at least 10")
+    loaded = load(results, strict=strict)
+    n = default_n(loaded.trials)
+    designs = study_designs(loaded, n=n, n_bootstrap=n_bootstrap, seed=seed, progress=_stderr)
+    family, throughput = family_of(loaded.trials, n=n), throughput_of(loaded.trials, n=n)
+    recommendations: list[GroupRecommendation] = []
+    for design in designs:
+        budget, interval = flops, None
+        if loss is not None:
+            why = design.allocation_reason()
+            if why:
+                print(f"{design.label}: --loss needs the joint law's allocation: {why}", file=sys.stderr)
+                continue
+            interval = flops_for_loss(design.joint, loss)  # type: ignore[arg-type]
+            budget = interval.value
+        recommendations.append(recommend(design, budget, family=family, throughput=throughput, flops_interval=interval))
+    if not recommendations:
+        raise AnalysisInputError(f"--loss {loss:g}: no group's joint law gives a compute-optimal allocation")
+    ci = designs[0].isoflop.ci
+    for rec in recommendations:
+        print(
+            json.dumps(_recommendation_json(rec, n, loss), allow_nan=False)
+            if as_json
+            else format_recommendation(rec, n=n, ci=ci)
+        )
+    identified = any(a.n is not None for rec in recommendations for a in rec.approaches.values())
+    return 0 if identified else 1
+
+
+def _recommendation_json(rec: GroupRecommendation, n: str, loss: float | None) -> dict:
+    document: dict = {"flops": rec.flops, "group": rec.label, "n": n}
+    if loss is not None and rec.flops_interval is not None:
+        high = rec.flops_interval.high
+        document.update(
+            {
+                "loss_target": loss,
+                "flops_low": rec.flops_interval.low,
+                "flops_high": high if math.isfinite(high) else None,
+            }
+        )
+    document["approaches"] = {name: answer.to_json() for name, answer in rec.approaches.items()}
+    return document
 
 
 def _write(table: pd.DataFrame, meta: dict, destination: str) -> None:

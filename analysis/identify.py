@@ -9,8 +9,9 @@ and B until it reaches 0. Every parameter therefore gets one of these statuses, 
 * ``given``: not fitted, E supplied by the user or by the corpus (a synthetic corpus's exact entropy rate);
 * ``by form``: fixed by the form's constraint (β = α in the shared-exponent form, and then a = b = 1/2);
 * ``not identified`` (data): the variable a term belongs to takes fewer than 3 distinct values, or the loss changes
-  by less than 1% across its range (median over the other variable): the term is not measured, so neither its
-  exponent nor its coefficient is;
+  by less than 1% across its range (median over the other variable; where no two points share the other variable,
+  as on an IsoFLOP grid that moves N and D together, the fitted term's change across the range): the term is not
+  measured, so neither its exponent nor its coefficient is;
 * ``at bound``: the estimate lies on or next to a bound of the fit (exponents in [0, 2]: within 0.01; E in
   [1e-4·L_min, L_min]: below 1e-3·L_min or above 0.995·L_min), or at least half of the bootstrap refits sit on the
   bound (the interval collapses onto it);
@@ -98,7 +99,8 @@ def judge(
         verdicts["beta"] = Verdict(BY_FORM, "β = α in the shared-exponent form")
     for variable in variables:
         coefficient, exponent = _TERMS[variable]
-        reason = _data_reason(used, variable, [v for v in variables if v != variable])
+        fitted = _term_change(used, variable, values.get(coefficient, np.nan), values.get(exponent, np.nan))
+        reason = _data_reason(used, variable, [v for v in variables if v != variable], fitted)
         if reason:
             for name in (exponent, coefficient):
                 verdicts.setdefault(name, Verdict(NOT_IDENTIFIED, f"{_SYMBOL[name]}: {reason}"))
@@ -150,8 +152,17 @@ def judge(
     return {name: verdicts[name] for name in values}
 
 
-def _data_reason(used: pd.DataFrame, variable: str, others: list[str]) -> str:
-    """Why the data cannot measure the term in ``variable`` (empty if they can)."""
+def _term_change(used: pd.DataFrame, variable: str, coefficient: float, exponent: float) -> float:
+    """How much the fitted term A·x^(−α) changes across the data's range of x, relative to the mean loss."""
+    low, high = used[variable].min(), used[variable].max()
+    with np.errstate(over="ignore", invalid="ignore"):
+        return float(coefficient * (low**-exponent - high**-exponent) / used["loss"].mean())
+
+
+def _data_reason(used: pd.DataFrame, variable: str, others: list[str], fitted_change: float) -> str:
+    """Why the data cannot measure the term in ``variable`` (empty if they can). ``fitted_change`` is judged instead
+    of the data's own change when no two points share the other variables (an IsoFLOP grid moves N and D together, so
+    the data alone cannot split the loss between the terms)."""
     distinct = np.unique(used[variable])
     label = "model sizes" if variable == "N" else f"values of {variable}"
     if len(distinct) < MIN_DISTINCT:
@@ -166,9 +177,12 @@ def _data_reason(used: pd.DataFrame, variable: str, others: list[str]) -> str:
         for _, frame in groups
         if frame[variable].nunique() >= 2
     ]
-    change = float(np.median(changes)) if changes else 0.0
-    if change < FLAT:
-        where = " (median over " + ", ".join(others) + ")" if others else ""
+    change = float(np.median(changes)) if changes else fitted_change
+    if not change >= FLAT:
+        if changes or not others:
+            where = " (median over " + ", ".join(others) + ")" if others else ""
+        else:
+            where = f" (the fitted {variable} term: no two points share {', '.join(others)})"
         return (
             f"loss changes by {change:.2%} across {variable} = {distinct[0]:.3g}–{distinct[-1]:.3g}{where}, "
             f"less than {FLAT:.0%}: the {variable} term is not measured; add {_MORE[variable]}"

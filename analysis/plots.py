@@ -21,6 +21,7 @@ from matplotlib.ticker import FormatStrFormatter
 
 from analysis.compare import GroupComparison
 from analysis.fits import ChinchillaFit
+from analysis.isoflop import IsoFlopFit
 from analysis.points import group_label
 from analysis.spikes import GD_EDGE, SpikeRule, scaled_probes, spike_baseline
 from analysis.thresholds import Threshold
@@ -102,6 +103,95 @@ def isoloss(fit: ChinchillaFit, *, n_label: str = LABELS["N"]) -> Figure:
     ax.set_title(title, fontsize=9 if not usable else None)
     ax.legend(fontsize=8, loc="upper left")
     ax.grid(True, which="major", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def isoflop_curves(fit: IsoFlopFit, *, n_label: str = LABELS["N"]) -> Figure:
+    """Loss against N at each compute budget: the points, the fitted parabola in log N, and the minimum N*(C) with
+    its bootstrap interval for kept budgets; a budget left out is drawn hollow and dashed, and named in the legend
+    with why."""
+    fig = Figure(figsize=(7.5, 5))
+    ax = fig.subplots()
+    colours = colormaps["viridis"](np.linspace(0, 0.9, max(len(fit.budgets), 1)))
+    for budget, colour in zip(fit.budgets, colours, strict=False):
+        points = budget.points
+        kept = budget.kept
+        label = f"C = {budget.flops:.3g}" + ("" if kept else f" (left out: {budget.status.split(':')[0]})")
+        face = colour if kept else "none"
+        ax.scatter(points["N"], points["loss"], s=22, facecolors=face, edgecolors=colour, zorder=3)
+        if budget.coefficients is not None:
+            grid = np.geomspace(points["N"].min() / 1.2, points["N"].max() * 1.2, 200)
+            ax.plot(grid, budget.parabola(grid), color=colour, lw=1.5, ls="-" if kept else "--", label=label)
+        else:
+            ax.plot([], [], color=colour, ls="--", label=label)
+        if kept and budget.n_opt is not None:
+            n_opt = budget.n_opt
+            err = [[n_opt.value - n_opt.low], [n_opt.high - n_opt.value]]
+            ax.errorbar(
+                [n_opt.value], budget.parabola([n_opt.value]), xerr=err, fmt="*", ms=11, color=colour, capsize=3
+            )
+    ax.set_xscale("log")
+    ax.set_xlabel(n_label)
+    ax.set_ylabel(LABELS["loss"])
+    a = fit.a
+    exponent = f"a = {a.value:.3f} [{a.low:.3f}, {a.high:.3f}]" if fit.identified else f"a {a.status}"
+    ax.set_title(f"IsoFLOP curves: parabolas in log N, minima N*(C) (stars, {fit.ci:.0%} intervals)\n{exponent}")
+    ax.legend(fontsize=7, loc="upper right")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def compute_optimal(isoflop: IsoFlopFit, joint: ChinchillaFit | None, *, n_label: str = LABELS["N"]) -> Figure:
+    """N_opt(C) and D_opt(C) from both approaches: the IsoFLOP minima (points with intervals) and the line through
+    them, and the joint law's allocation, each with its bootstrap band, only where it is identified (the title says
+    why one is missing)."""
+    fig = Figure(figsize=(11, 4.6))
+    axes = fig.subplots(1, 2)
+    kept = isoflop.kept
+    flops = [b.flops for b in isoflop.budgets] or [np.nan]
+    c_range = np.geomspace(np.nanmin(flops) / 2, np.nanmax(flops) * 2, 100) if np.isfinite(flops).all() else None
+    missing = []
+    lines: list[tuple[str, pd.DataFrame, str]] = []
+    if isoflop.identified and c_range is not None:
+        lines.append(("IsoFLOP minima (Approach 2)", isoflop.compute_optimal(c_range), "tab:blue"))
+    else:
+        missing.append(f"Approach 2: a {isoflop.a.status}")
+    why = "no joint law" if joint is None else joint.why_no_allocation()
+    if not why and c_range is not None:
+        lines.append(("joint law (Approach 3)", joint.compute_optimal(c_range), "crimson"))  # type: ignore[union-attr]
+    else:
+        missing.append("Approach 3: no allocation")
+    for ax, column, label in ((axes[0], "n_opt", n_label), (axes[1], "d_opt", LABELS["D"])):
+        for name, frame, colour in lines:
+            ax.plot(frame["compute"], frame[column], color=colour, lw=1.8, label=name)
+            ax.fill_between(
+                frame["compute"], frame[f"{column}_low"], frame[f"{column}_high"], color=colour, alpha=0.15, lw=0
+            )
+        if kept:
+            c = np.array([b.flops for b in kept])
+            n = np.array([b.n_opt.value for b in kept])  # type: ignore[union-attr]
+            low = np.array([b.n_opt.low for b in kept])  # type: ignore[union-attr]
+            high = np.array([b.n_opt.high for b in kept])  # type: ignore[union-attr]
+            y, y_low, y_high = (n, low, high) if column == "n_opt" else (c / (6 * n), c / (6 * high), c / (6 * low))
+            ax.errorbar(
+                c,
+                y,
+                yerr=[y - y_low, y_high - y],
+                fmt="o",
+                color="tab:blue",
+                capsize=3,
+                label="budget minima (Approach 2)",
+            )
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(LABELS["C"])
+        ax.set_ylabel(label if column == "n_opt" else "compute-optimal tokens D_opt = C/(6N)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    title = f"Compute-optimal N and D ({isoflop.ci:.0%} bootstrap bands)"
+    fig.suptitle(title + ("" if not missing else "; not drawn: " + ", ".join(missing)))
     fig.tight_layout()
     return fig
 

@@ -32,7 +32,7 @@ from analysis.errors import AnalysisInputError
 N_CONVENTIONS = ("with-head", "non-embedding", "total")
 GROUP_COLUMNS = ("init_rate", "init_std", "weight_decay")
 """The study's treatment axes: initialization (rate γ or a fixed std) and AdamW weight decay λ."""
-_PASSED = ("lr", "seed", "irreducible_loss", "eval_loss_se")
+_PASSED = ("lr", "seed", "irreducible_loss", "eval_loss_se", "flops_budget")
 
 
 def default_n(trials: pd.DataFrame) -> str:
@@ -66,9 +66,9 @@ def scaling_points(
     keep: Sequence[str] = GROUP_COLUMNS,
     envelope: bool = True,
 ) -> pd.DataFrame:
-    """Columns N, D, C (= 6·N·D), loss, and where present lr, seed, irreducible_loss and eval_loss_se (as ``se``),
-    for every fittable trial, plus the ``keep`` columns that exist; the lr envelope unless ``envelope`` is false
-    or lr is kept."""
+    """Columns N, D, C (= 6·N·D), loss, and where present lr, seed, irreducible_loss, flops_budget (the C an IsoFLOP
+    grid designed the cell for) and eval_loss_se (as ``se``), for every fittable trial, plus the ``keep`` columns
+    that exist; the lr envelope unless ``envelope`` is false or lr is kept."""
     params = {"with-head": "params_non_embedding", "non-embedding": "params_non_embedding", "total": "params_total"}
     missing = [c for c in ("status", params.get(n, "params_non_embedding"), "tokens", loss) if c not in trials.columns]
     if missing:

@@ -5,7 +5,8 @@ The HTML embeds its images (base64), so it can be mailed or attached as a single
 PNGs written next to it, so it renders on GitHub and diffs well. Sections appear only for the tables that
 exist: per-group joint fits (the candidate forms side by side and the one chosen, every parameter with its
 identifiability status, loss vs N and vs D, iso-loss with the compute-optimal frontier when it is identified,
-residuals, and an extrapolation check on the largest size), the per-group comparison of identified exponents,
+residuals, and an extrapolation check on the largest size), IsoFLOP curves and the compute-optimal allocation of
+both approaches when the trials have budgets (``analysis.isoflop``), the per-group comparison of identified exponents,
 the learning rate chosen per size when the study swept it, training curves per group, recovery thresholds and
 curvature probes (with the loss spikes of the probed trials against Adam's stability edges, ``analysis.spikes``).
 A number the data do not determine is never shown as one: its status and reason are shown instead.
@@ -26,7 +27,9 @@ from matplotlib.figure import Figure
 from analysis import plots
 from analysis.compare import GroupComparison, GroupFit, compare_groups, group_e
 from analysis.extrapolation import extrapolation_check
+from analysis.fits import Estimate
 from analysis.points import GROUP_COLUMNS, default_n, varying_lr
+from analysis.recommend import GroupDesign, group_designs
 from analysis.results import Results, summarize
 from analysis.settings import grouped_points, with_settings
 from analysis.spikes import DEFAULT_RULE, analyze_spikes, spike_shares
@@ -66,6 +69,9 @@ def build_sections(
             say(f"extrapolation check of {group.label} …")
             frame = _group_points(points, group)
             sections.append(_group_section(group, index, frame, n_bootstrap))
+        if "flops_budget" in points.columns and points["flops_budget"].notna().any():
+            for index, design in enumerate(group_designs(points, comparison, n_bootstrap=n_bootstrap)):
+                sections.append(_isoflop_section(design, index))
         if comparison.unfitted:
             sections[0].text.extend(f"not fitted: {label}: {why}" for label, why in comparison.unfitted.items())
         if len(comparison.groups) > 1:
@@ -230,6 +236,39 @@ def _group_section(group: GroupFit, index: int, frame: pd.DataFrame, n_bootstrap
     held = check.held_out.assign(relative_error=check.held_out["relative_error"].map(lambda e: f"{e:+.2%}"))
     section.tables.append(held)
     return section
+
+
+def _isoflop_section(design: GroupDesign, index: int) -> Section:
+    """Approach 2 beside Approach 3 for one group: the budgets' minima, a and b from each, and the figures."""
+    fit = design.isoflop
+    section = Section(f"IsoFLOP minima (Approach 2) and the compute-optimal allocation — {design.label}")
+    section.text.append(
+        f"{len(fit.budgets)} budgets, {len(fit.kept)} with a bracketed minimum: per budget a parabola of loss in "
+        f"log N, its minimum N*(C) with a residual-bootstrap {fit.ci:.0%} interval; budgets whose minimum is at the "
+        "edge of their sizes, or not a minimum, are left out with why (README 'Compute-optimal design')."
+    )
+    why_joint = design.allocation_reason()
+    joint = design.joint.params() if design.joint is not None and not why_joint else {}
+    for name in ("a", "b"):
+        approach2 = _shown(getattr(fit, name), f"{name} (N_opt ∝ C^a)" if name == "a" else f"{name} (D_opt ∝ C^b)")
+        approach3 = _shown(joint[name], "") if joint else f"not identified: {why_joint}"
+        section.text.append(f"{approach2} from the IsoFLOP minima; from the joint law: {approach3}.")
+    if fit.identified and joint:
+        a2, a3 = fit.a, joint["a"]
+        overlap = a2.low <= a3.high and a3.low <= a2.high
+        section.text.append(f"The two approaches' intervals for a {'overlap' if overlap else 'do not overlap'}.")
+    if fit.budgets:
+        section.tables.append(fit.table())
+        section.figures[f"isoflop{index}_curves"] = plots.isoflop_curves(fit)
+    section.figures[f"isoflop{index}_allocation"] = plots.compute_optimal(fit, None if why_joint else design.joint)
+    return section
+
+
+def _shown(est: Estimate, name: str) -> str:
+    prefix = f"{name} = " if name else ""
+    if est.status == "identified":
+        return f"{prefix}{est.value:.3f} [{est.low:.3f}, {est.high:.3f}]"
+    return f"{name or 'it'}: {est.status} ({est.reason})"
 
 
 def _comparison_section(comparison: GroupComparison) -> Section:

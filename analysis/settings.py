@@ -11,7 +11,8 @@ its own goes by that column's name (``init.rate`` is ``init_rate``, ``train.batc
 Not settings, because a law is meant to span them or they do not change what a trial computes:
 
 * the law's variables: ``n_layer``, ``d_model`` (N) and ``tokens`` (D); what follows from D (steps, the fork step
-  of a cooldown branch) is not in the config at all;
+  of a cooldown branch) is not in the config at all, and what D was designed from (``flops_budget``,
+  ``tokens_per_param`` of a budget grid) varies with D;
 * ``seed``: replicates, fitted together as points of one law;
 * ``lr``, the trial's own learning rate: one per cell when it follows width (``train.width_scaling``), several when
   the study sweeps it (``grid.lr``), and then every fit takes the envelope (``analysis.points``). The spec's
@@ -42,6 +43,8 @@ _NOT_SETTINGS = (
     "n_layer",
     "d_model",
     "tokens",
+    "flops_budget",
+    "tokens_per_param",
     "seed",
     "lr",
     "study",

@@ -3,7 +3,7 @@
 Both paths train the same model (24 × 1024, head_dim 64, vocab 32,000: about 302M non-embedding parameters) with the
 project's own step function (`models.train.train_step`), bf16 autocast with fp32 master weights, on a fixed random
 batch. MFU = achieved model FLOP/s ÷ the GPU's bf16 dense peak, with model FLOPs per token from
-`models.accounting.flops_per_token` (6·(N_non_embedding + LM head) + attention) — the embedding lookup is free and
+`sweeps.accounting.flops_per_token` (6·(N_non_embedding + LM head) + attention) — the embedding lookup is free and
 the LM head's 6·d·V per token is counted, since at this size it is 10% of the work. Prints the two paths side by side.
 """
 
@@ -15,11 +15,11 @@ import time
 
 import torch
 
-from models.accounting import count_params, flops_per_token
+from models.accounting import count_params
 from models.init import apply_init
 from models.lm import build_lm, use_bf16_autocast
 from models.train import train_step
-from sweeps.grid import ModelShape
+from sweeps.accounting import ModelShape, flops_per_token
 
 SHAPE = ModelShape("llama", n_layer=24, d_model=1024, head_dim=64, seq_len=1024)
 VOCAB = 32_000

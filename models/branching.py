@@ -6,26 +6,30 @@ every cell's ``wsd`` learning rate and batches are the same. :func:`run_segment`
 branch (:func:`branch_state`) loads the state of its cell's fork point, takes the logged rows as its own, and trains
 on with the cell's own schedule (`models.train.train`), so its rows are those of a separate trial of that cell.
 
+One process or several: everything here takes a `models.placement.Placement`, which makes, saves and loads the
+states and says which share of every batch this process trains. In a single-process study a state is one
+``state.pt``; in a multi-worker study (``resources.workers`` > 1) every rank runs these same functions, the states are
+sharded (``torch.distributed.checkpoint``: one safetensors file per rank plus ``train_state.json``) and rank 0 alone
+writes shared files. A state marks itself complete by its placement's ``marker`` file.
+
 Which states are kept, and what they cost. The state at every cell's fork point is kept after its branch has run:
 a grown tokens axis forks from it (a smaller D) or continues from the last one (a larger D) instead of retraining.
 With ``train.checkpoint_interval`` a segment also saves a state every that many steps, so a killed stable run resumes
 from the last one; it keeps only the latest such state and removes it when the segment ends. One state holds the
-weights and both AdamW moments in float32 (12 bytes per parameter) plus the logged rows: per stable run, the grid's
-number of D values times that (a 1x64 laptop model, 115k parameters: 1.4 MB; a 1B model: 12 GB).
+weights and both AdamW moments in float32 (12 bytes per parameter; sharded, the ranks' files hold that together, plus
+a few kB of safetensors headers each) plus the logged rows: per stable run, the grid's number of D values times that
+(a 1x64 laptop model, 115k parameters: 1.4 MB; a 1B model: 12 GB).
 """
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from models.checkpoint import STATE_FILE, load_state, save_state
 from models.data import TokenStore
-from models.state import TrainState, new_state, ready_for
+from models.placement import Placement
+from models.state import TrainState
 from models.train import Report, Shard, TrialOutcome, advance, summary_row
 from sweeps.branching import Segment, StableRun
 from sweeps.grid import TrialConfig
@@ -33,30 +37,31 @@ from sweeps.grid import TrialConfig
 
 @dataclass(frozen=True)
 class StableStates:
-    """The saved states of one stable run: ``<root>/step-<k>/state.pt``, complete once ``state.pt`` exists (it is
-    written under a temporary name and renamed)."""
+    """The saved states of one stable run: ``<root>/step-<k>/``, complete once its `marker` file exists (the
+    placement's that wrote it: `models.placement`)."""
 
     root: Path
+    marker: str
 
     def path(self, step: int) -> Path:
         return self.root / f"step-{step}"
 
     def steps(self) -> list[int]:
         """Steps with a complete saved state, ascending."""
-        found = (p.parent.name.removeprefix("step-") for p in self.root.glob(f"step-*/{STATE_FILE}"))
+        found = (p.parent.name.removeprefix("step-") for p in self.root.glob(f"step-*/{self.marker}"))
         return sorted(int(step) for step in found if step.isdigit())
 
-    def save(self, state: TrainState) -> None:
-        save_state(state, self.path(state.step))
+    def save(self, state: TrainState, placement: Placement) -> None:
+        placement.save(state, self.path(state.step))
 
-    def load(self, trial: TrialConfig, vocab_size: int, step: int, device: torch.device) -> TrainState:
-        """The state at `step` (0: the trial's fresh init)."""
+    def load(self, trial: TrialConfig, vocab_size: int, step: int, placement: Placement) -> TrainState:
+        """The state at `step` (0: the trial's fresh init), ready to train."""
         if step == 0:
-            return new_state(trial, vocab_size, device)
-        return load_state(trial, vocab_size, self.path(step), device)
+            return placement.fresh(trial, vocab_size)
+        return placement.load(trial, vocab_size, self.path(step))
 
-    def remove(self, step: int) -> None:
-        shutil.rmtree(self.path(step), ignore_errors=True)
+    def remove(self, step: int, placement: Placement) -> None:
+        placement.remove(self.path(step))
 
 
 @dataclass(frozen=True)
@@ -74,15 +79,15 @@ def run_segment(
     store: TokenStore,
     states: StableStates,
     *,
-    device: torch.device,
+    placement: Placement,
     probe_every: int = 0,
     on_probe: Callable[[TrainState], None] | None = None,
 ) -> SegmentOutcome:
     """Train `segment` of `run`'s stable run, saving the state at each of its forks. With `probe_every`, `on_probe`
     gets the state after every `probe_every`-th step (as `models.train.train` hands a trial's)."""
     trial = run.longest
-    state = states.load(trial, store.vocab_size, segment.start, device)
-    ready_for(state, device, compile_step=trial.train.compile)
+    state = states.load(trial, store.vocab_size, segment.start, placement)
+    shard = placement.shard(state)
     # the periodic checkpoint of this segment, at most one (a resumed segment starts from one)
     kept = [segment.start] if segment.start and segment.start not in run.fork_steps else []
     retained = set(states.steps())
@@ -93,34 +98,44 @@ def run_segment(
             on_probe(report.state)
         # a state already on disk (a fork point of a finished cell) is not a periodic checkpoint to prune
         if report.checkpoint and step not in run.fork_steps and step not in retained:
-            states.save(report.state)
+            states.save(report.state, placement)
             for old in kept:
-                states.remove(old)
+                states.remove(old, placement)
             kept[:] = [step]
 
     for fork in segment.forks:
-        if advance(trial, store, state, until=fork, device=device, on_report=on_report, probe_every=probe_every):
+        diverged = advance(
+            trial,
+            store,
+            state,
+            until=fork,
+            device=placement.device,
+            on_report=on_report,
+            shard=shard,
+            probe_every=probe_every,
+        )
+        if diverged:
             return SegmentOutcome(state.step, state)
-        states.save(state)
+        states.save(state, placement)
     for step in kept:
-        states.remove(step)
+        states.remove(step, placement)
     return SegmentOutcome(None, state)
 
 
-def diverged_outcome(cell: TrialConfig, store: TokenStore, state: TrainState) -> TrialOutcome:
+def diverged_outcome(cell: TrialConfig, store: TokenStore, state: TrainState, shard: Shard) -> TrialOutcome:
     """The outcome of a cell whose stable run diverged before its fork point: what a separate trial of the cell,
-    which trains the same steps, would have recorded."""
+    which trains the same steps (on `shard` of every batch), would have recorded."""
     own = as_cell(cell, state)
     error = f"non-finite training loss at step {own.step}"
-    row = summary_row(cell, store, own, "diverged", error, own.elapsed_offset, Shard())
+    row = summary_row(cell, store, own, "diverged", error, own.elapsed_offset, shard)
     return TrialOutcome("diverged", error, row)
 
 
 def branch_state(
-    cell: TrialConfig, states: StableStates, fork: int, vocab_size: int, device: torch.device
+    cell: TrialConfig, states: StableStates, fork: int, vocab_size: int, placement: Placement
 ) -> TrainState:
     """The state a cooldown branch of `cell` starts from: the stable run's state at `fork`, its rows the cell's."""
-    return as_cell(cell, states.load(cell, vocab_size, fork, device))
+    return as_cell(cell, states.load(cell, vocab_size, fork, placement))
 
 
 def as_cell(cell: TrialConfig, state: TrainState) -> TrainState:

@@ -32,7 +32,9 @@ and their offsets, so a checkpoint loads at any world size), and the loop's book
 JSON from rank 0, written last: the JSON marks a checkpoint complete. Nothing is unpickled on load, which DCP's default
 storage cannot promise: its ``.metadata`` is read with ``pickle.load`` and non-tensor entries with
 ``torch.load(weights_only=False)``. The optimizer's param groups are not saved because they are rebuilt from the trial
-(`models.state.make_optimizer`) and the learning rate is set at every step.
+(`models.state.make_optimizer`) and the learning rate is set at every step. The stable-run states of a multi-worker
+study (`models.branching`, through `models.placement.Ranks`) are such checkpoints too, saved into fixed directories:
+a save killed before its marker leaves shards that the next save there removes first.
 
 Torch versions: public ``torch.distributed.fsdp.fully_shard`` and DCP's safetensors storage with per-rank shards are
 recent additions (about 2.6 and 2.8); this module is tested on 2.13 only.
@@ -173,6 +175,11 @@ def shard_model(
     return model, "fsdp"
 
 
+def strategy_of(model: nn.Module) -> Strategy:
+    """How :func:`shard_model` distributed `model` (the module it returned)."""
+    return "ddp" if isinstance(model, DistributedDataParallel) else "fsdp"
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     """The `transformers` model inside `model` (for accounting and probes; train and checkpoint the wrapper): a DDP
     wrapper holds it as ``.module``; FSDP2 shards it in place, so it is the model itself."""
@@ -181,19 +188,20 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 def sharded_state(
     trial: TrialConfig, vocab_size: int, ctx: DistContext, *, mixed_precision: bool, min_params_for_fsdp: int
-) -> tuple[TrainState, Strategy]:
-    """A fresh :class:`TrainState` for `trial` on this rank: the single-process model and init, then distributed.
+) -> TrainState:
+    """A fresh :class:`TrainState` for `trial` on this rank: the single-process model and init, then distributed
+    (:func:`strategy_of` its model says how).
 
     Every rank builds the whole model on the CPU and draws the same seeded init, so the sharded or replicated weights
     are exactly those of the single-process run; the optimizer is made from the distributed parameters.
     """
-    model, strategy = shard_model(
+    model, _ = shard_model(
         new_state(trial, vocab_size, torch.device("cpu")).model,
         device=ctx.device,
         mixed_precision=mixed_precision,
         min_params_for_fsdp=min_params_for_fsdp,
     )
-    return TrainState(model=model, optimizer=make_optimizer(model, trial)), strategy
+    return TrainState(model=model, optimizer=make_optimizer(model, trial))
 
 
 def local_indices(global_indices: np.ndarray, *, rank: int, world_size: int) -> np.ndarray:
@@ -222,14 +230,17 @@ def _tensor_state(state: TrainState) -> tuple[dict, dict]:
 
 
 def save_sharded_state(state: TrainState, directory: str | Path) -> Path:
-    """Write `state` into `directory` (new or empty) from every rank; returns once the checkpoint is complete."""
+    """Write `state` into `directory` from every rank; returns once the checkpoint is complete. A directory that
+    holds a complete checkpoint is refused; the shards of an incomplete one (a save killed before its marker) are
+    removed first, since they would be read back together with the new ones."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    stale = sorted(p.name for p in directory.iterdir() if p.name.endswith(SHARD_SUFFIX) or p.name == TRAIN_STATE_FILE)
-    if stale:
-        # shard files of an older checkpoint would be read back together with the new ones
-        raise FileExistsError(f"checkpoint directory {directory} already holds {stale}; save each checkpoint anew")
-    dist.barrier()  # no rank writes until every rank has checked
+    if (directory / TRAIN_STATE_FILE).exists():
+        raise FileExistsError(f"checkpoint directory {directory} already holds a checkpoint; save each one anew")
+    if dist.get_rank() == 0:
+        for stale in directory.glob(f"*{SHARD_SUFFIX}"):
+            stale.unlink()
+    dist.barrier()  # no rank writes until the directory is clear
     tensors, _ = _tensor_state(state)
     dcp.save(tensors, storage_writer=dcp.HuggingFaceStorageWriter(str(directory), save_distributed=True))
     if dist.get_rank() == 0:

@@ -1,9 +1,10 @@
 """How to build a language model of a given shape: a `transformers` causal LM from a config, no weights downloaded.
 
 This module knows shapes only (OLMo-core's model ladder keeps "a model of size X" apart from "a run for it"):
-a `sweeps.grid.ModelShape`, the one description of a shape a trial carries, and the vocabulary size of its token
-store. The initialization scheme lives in `models.init`, the accounting in `models.accounting`. Dropout is off
-everywhere, because a scaling-law trial trains for one epoch and dropout would only add noise to the loss.
+a `sweeps.accounting.ModelShape`, the one description of a shape a trial carries, and the vocabulary size of its token
+store. The initialization scheme lives in `models.init`, the accounting in `sweeps.accounting` (closed form) and
+`models.accounting` (counting a built model). Dropout is off everywhere, because a scaling-law trial trains for one
+epoch and dropout would only add noise to the loss.
 
 Shapes: ``llama`` uses a SwiGLU MLP of width round_up(8/3·d_model, 16) (LLaMA's 2/3·4d, so the MLP costs what a 4d GELU
 MLP costs) and untied input/output embeddings; ``gpt2`` uses a 4·d_model GELU MLP, learned positions and a tied LM head.
@@ -11,18 +12,12 @@ MLP costs) and untied input/output embeddings; ``gpt2`` uses a 4·d_model GELU M
 
 from __future__ import annotations
 
-import math
-
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
-from sweeps.grid import ModelShape
+from sweeps.accounting import ModelShape, llama_mlp_width
 
 ARCHITECTURES = ("llama", "gpt2")
-
-
-def llama_mlp_width(d_model: int) -> int:
-    return 16 * math.ceil(8 * d_model / 3 / 16)
 
 
 def build_lm(shape: ModelShape, vocab_size: int) -> PreTrainedModel:

@@ -30,12 +30,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.accounting import count_params, flops_per_token, training_flops
+from models.accounting import count_params
 from models.batches import batch_order
 from models.data import TokenStore
 from models.distributed import unwrap
 from models.probes.adam import AdamStepStats, adam_columns, adam_step_stats
 from models.state import TrainState, lm_loss, new_state
+from sweeps.accounting import flops_per_token, training_flops
 from sweeps.grid import TrialConfig
 
 EVAL_BATCH = 32
@@ -308,6 +309,7 @@ def config_columns(trial: TrialConfig) -> dict[str, Any]:
         "warmup_steps": trial.train.warmup_steps,
         "corpus": trial.data.corpus_name,
         "tokenizer": trial.data.tokenizer_identity,
+        **trial.budget(),
     }
 
 

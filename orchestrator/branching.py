@@ -14,40 +14,113 @@ states on disk the same way: finished cells are skipped, a cell whose fork state
 trains only the stretch of stable run it lacks (`sweeps.branching.plan_segments`). Every stretch and branch trained
 is one row of the ``segments`` table, so the tokens a study spent can be read back.
 
+Multi-worker studies (``resources.workers`` k > 1): each segment and branch task drives a Ray Train ``TorchTrainer``
+on k workers (the pattern of a distributed trial, `orchestrator.trainable.torch_trainer`), which run the same segment
+and branch code on their ranks (`models.placement.Ranks`: FSDP2 or DDP, sharded states, rank 0 writes the rows); the
+task itself holds no CPU. Ray Train does not restart a failed group: the task fails and the driver's retry above
+applies, from the sharded states on disk. :func:`processes_for` is the one place that tells the two shapes apart.
+
 States live on a mounted path (local disk or NFS), as probe checkpoints do.
 """
 
 from __future__ import annotations
 
+import json
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, ClassVar, TextIO
 
 from models.branching import StableStates, branch_state, diverged_outcome, run_segment
-from models.data import prepare_tokens
+from models.data import TokenStore, prepare_tokens
+from models.placement import OneProcess, Placement, Ranks
 from models.state import TrainState
-from orchestrator.lm import TrialRunner
+from orchestrator.lm import DRIVER_MEMORY, TrialRunner, _distributed_slots
 from orchestrator.plan import plan
 from orchestrator.probes import finish_queue, start_queue
-from orchestrator.progress import Progress
+from orchestrator.progress import Piece, Progress
 from orchestrator.results import FINISHED, ResultsDir
-from orchestrator.tasks import cpu_slots
 from sweeps.base import SpecError, StudyBase
 from sweeps.branching import Segment, StableRun, fork_step, plan_segments, token_budget
 from sweeps.grid import TrialConfig
+from sweeps.spec import ResourcesSpec
 from sweeps.tables import SEGMENTS
+
+if TYPE_CHECKING:
+    from orchestrator.trainable import TrialRun
 
 STATES = "stable-states"
 POLL_S = 0.5
 
 
-def stable_states(results: ResultsDir, stable_id: str) -> StableStates:
-    """The saved states of a stable run under ``RESULTS/stable-states/<stable_id>/`` (a mounted path)."""
-    return StableStates(Path(results.path(STATES, stable_id)))
+def stable_states(results: ResultsDir, trial: TrialConfig) -> StableStates:
+    """The saved states of `trial`'s stable run under ``RESULTS/stable-states/<stable_id>/`` (a mounted path), in the
+    format its processes write."""
+    return StableStates(Path(results.path(STATES, trial.stable_id)), processes_for(trial.resources).marker)
+
+
+# ------------------------------------------------------------------------------- where a task's training runs
+
+Work = Callable[[Placement, TokenStore], dict[str, str]]
+"""A segment's or a branch's training in one process (every rank runs it); returns the statuses of the cells it
+decided."""
+
+
+@dataclass(frozen=True)
+class InProcess:
+    """The task trains in its own process, with one trial's CPUs and GPUs."""
+
+    marker: ClassVar[str] = OneProcess.marker
+
+    def options(self, res: ResourcesSpec) -> dict[str, Any]:
+        return {"num_cpus": res.cpus_per_trial, "num_gpus": res.gpus_per_trial}
+
+    def run(self, trial: TrialConfig, results_uri: str, name: str, work: Work) -> dict[str, str]:
+        from orchestrator.trainable import TrialRun
+
+        device, store = TrialRun(trial, results_uri).set_up()
+        return work(OneProcess(device), store)
+
+
+@dataclass(frozen=True)
+class OnRayTrain:
+    """The task drives a Ray Train run of `work` on the trial's k workers (they hold the CPUs and GPUs, the task only
+    memory) and returns rank 0's answer, which comes back through a file in the run's folder."""
+
+    marker: ClassVar[str] = Ranks.marker
+
+    def options(self, res: ResourcesSpec) -> dict[str, Any]:
+        return {"num_cpus": 0, "memory": DRIVER_MEMORY}
+
+    def run(self, trial: TrialConfig, results_uri: str, name: str, work: Work) -> dict[str, str]:
+        from orchestrator.trainable import TrialRun, torch_trainer
+
+        run = TrialRun(trial, results_uri)
+        answer = Path(ResultsDir(results_uri).path("train", name, f".statuses-{uuid.uuid4().hex}.json"))
+        # no restart inside Ray Train: the driver retries from the states on disk, as for a single-process task
+        torch_trainer(run, partial(_rank, run, work, answer), name=name, max_failures=0).fit()
+        statuses = json.loads(answer.read_text())
+        answer.unlink()
+        return statuses
+
+
+def _rank(run: TrialRun, work: Work, answer: Path) -> None:
+    """One rank of an `OnRayTrain` task."""
+    placement, store = run.join_ranks()
+    statuses = work(placement, store)
+    if placement.main:
+        answer.parent.mkdir(parents=True, exist_ok=True)
+        answer.write_text(json.dumps(statuses))
+
+
+def processes_for(res: ResourcesSpec) -> InProcess | OnRayTrain:
+    """Where the tasks of a study with these resources train: in their own process, or on ``resources.workers``."""
+    return InProcess() if res.workers == 1 else OnRayTrain()
 
 
 # ------------------------------------------------------------------------------------------------ the two tasks
@@ -57,17 +130,30 @@ def segment_task(
     run_config: dict[str, Any], start: int, forks: list[int], results_uri: str, probe_queue: str | None
 ) -> dict[str, str]:
     """Train a stretch of a stable run (a Ray task); returns the status of each cell it decided (the cells whose
-    fork point lies at or after a divergence: their rows are written here). At a probe step it saves a probe
-    checkpoint for every cell that has not forked yet, as a separate trial of the cell would."""
+    fork point lies at or after a divergence: their rows are written here)."""
+    run = StableRun.from_config(run_config)
+    segment = Segment(start, tuple(forks))
+    work = partial(_train_segment, run, segment, results_uri, probe_queue)
+    name = f"{run.stable_id}-{start}-{segment.end}"
+    return processes_for(run.longest.resources).run(run.longest, results_uri, name, work)
+
+
+def _train_segment(
+    run: StableRun,
+    segment: Segment,
+    results_uri: str,
+    probe_queue: str | None,
+    placement: Placement,
+    store: TokenStore,
+) -> dict[str, str]:
+    """`segment_task`'s training. At a probe step it saves a probe checkpoint for every cell that has not forked
+    yet, as a separate trial of the cell would."""
     from orchestrator.probes import probe_hook
-    from orchestrator.trainable import TrialRun, trial_bookkeeping
+    from orchestrator.trainable import trial_bookkeeping
     from sweeps.tables import STEPS, TRIALS
 
-    run = StableRun.from_config(run_config)
     results = ResultsDir(results_uri)
     started = time.perf_counter()
-    device, store = TrialRun(run.longest, results_uri).set_up()
-    segment = Segment(start, tuple(forks))
     curvature = run.longest.probes.curvature if run.longest.probes and probe_queue else None
     hooks = {cell: probe_hook(cell, results, curvature, probe_queue) for cell in run.cells} if curvature else {}
 
@@ -80,21 +166,23 @@ def segment_task(
         run,
         segment,
         store,
-        stable_states(results, run.stable_id),
-        device=device,
+        stable_states(results, run.longest),
+        placement=placement,
         probe_every=curvature.every if curvature else 0,
         on_probe=on_probe,
     )
     end = segment.end if outcome.diverged_at is None else outcome.diverged_at
     status = "ok" if outcome.diverged_at is None else "diverged"
-    _record(results, run.longest, None, run.stable_id, start, end, status, started)
     statuses: dict[str, str] = {}
+    if not placement.main:
+        return statuses
+    _record(results, run.longest, None, run.stable_id, segment.start, end, status, started)
     if outcome.diverged_at is not None:
         for cell in run.cells:
             if fork_step(cell) in segment.forks and fork_step(cell) >= outcome.diverged_at:
-                result = diverged_outcome(cell, store, outcome.state)
+                result = diverged_outcome(cell, store, outcome.state, placement.shard(outcome.state))
                 results.write_rows(STEPS, cell.trial_id, outcome.state.rows)
-                results.write_rows(TRIALS, cell.trial_id, [trial_bookkeeping(cell, result.row, device)])
+                results.write_rows(TRIALS, cell.trial_id, [trial_bookkeeping(cell, result.row, placement.device)])
                 statuses[cell.trial_id] = result.status
     return statuses
 
@@ -102,34 +190,44 @@ def segment_task(
 def branch_task(
     cell_config: dict[str, Any], fork: int, stable_id: str, results_uri: str, probe_queue: str | None
 ) -> dict[str, str]:
-    """Train one cell's cooldown branch from its fork point (a Ray task); returns its status. It probes the steps
-    after its fork point (the stable run probed the ones before)."""
-    from models.state import ready_for
-    from models.train import Shard
-    from orchestrator.probes import probe_hook
-    from orchestrator.trainable import TrialRun, train_and_record
-
+    """Train one cell's cooldown branch from its fork point (a Ray task); returns its status."""
     cell = TrialConfig.from_config(cell_config)
+    work = partial(_train_branch, cell, fork, stable_id, results_uri, probe_queue)
+    return processes_for(cell.resources).run(cell, results_uri, f"{cell.trial_id}-{fork}-{cell.steps}", work)
+
+
+def _train_branch(
+    cell: TrialConfig,
+    fork: int,
+    stable_id: str,
+    results_uri: str,
+    probe_queue: str | None,
+    placement: Placement,
+    store: TokenStore,
+) -> dict[str, str]:
+    """`branch_task`'s training. It probes the steps after its fork point (the stable run probed the ones before)."""
+    from orchestrator.probes import probe_hook
+    from orchestrator.trainable import train_and_record
+
     results = ResultsDir(results_uri)
     started = time.perf_counter()
-    device, store = TrialRun(cell, results_uri).set_up()
-    state = branch_state(cell, stable_states(results, stable_id), fork, store.vocab_size, device)
+    state = branch_state(cell, stable_states(results, cell), fork, store.vocab_size, placement)
     curvature = cell.probes.curvature if cell.probes and probe_queue else None
-    ready_for(state, device, compile_step=cell.train.compile)
     status = train_and_record(
         cell,
         results=results,
         store=store,
         state=state,
-        device=device,
-        shard=Shard(),
+        device=placement.device,
+        shard=placement.shard(state),
         report=_ignore,
         save_and_report=_ignore,
-        writes_results=True,
+        writes_results=placement.main,
         probe_every=curvature.every if curvature else 0,
         on_probe=probe_hook(cell, results, curvature, probe_queue) if curvature else None,
     )
-    _record(results, cell, cell.trial_id, stable_id, fork, cell.steps, status, started)
+    if placement.main:
+        _record(results, cell, cell.trial_id, stable_id, fork, cell.steps, status, started)
     return {cell.trial_id: status}
 
 
@@ -203,7 +301,7 @@ class _Schedule:
             self.replan(run, list(self.waiting[run.stable_id]))
 
     def retained(self, run: StableRun) -> list[int]:
-        return stable_states(self.results, run.stable_id).steps()
+        return stable_states(self.results, run.longest).steps()
 
     def collect(self, run: StableRun) -> list[int]:
         """Move the cells whose fork state is now on disk to the ready branches; returns the forks still missing."""
@@ -271,16 +369,11 @@ class BranchRunner:
         self, spec: StudyBase, units: list[StableRun], *, results: ResultsDir, say: Callable[[str], None]
     ) -> None:
         cells = _cells(units)
-        unsupported = {
-            "resources.workers > 1": cells[0].resources.workers > 1,
-            f"a results location that is not a mounted path ({results.uri})": not results.is_local,
-        }
-        for what, present in unsupported.items():
-            if present:
-                raise SpecError(
-                    f"train.branching: cooldown branches do not support {what} yet; set train.branching: false "
-                    "to train every cell from scratch"
-                )
+        if not results.is_local:
+            raise SpecError(
+                f"train.branching: cooldown branches do not support a results location that is not a mounted path "
+                f"({results.uri}) yet; set train.branching: false to train every cell from scratch"
+            )
         self.trials.prepare(spec, cells, results=results, say=say)
 
     def execute(
@@ -296,22 +389,39 @@ class BranchRunner:
 
         cells = _cells(units)
         res = cells[0].resources
-        options = {"num_cpus": res.cpus_per_trial, "num_gpus": res.gpus_per_trial, "max_retries": 0}
+        options = {**processes_for(res).options(res), "max_retries": 0}
         segment_remote = ray.remote(segment_task).options(**options)
         branch_remote = ray.remote(branch_task).options(**options)
-        limit = max_concurrent or res.max_concurrent or cpu_slots(res.cpus_per_trial)
+        # as many units as the cluster holds by CPUs and GPUs (a Ray Train run that waits for its workers times out)
+        limit = max_concurrent or res.max_concurrent or _distributed_slots(res)
         probed = cells[0].probes is not None and cells[0].probes.curvature is not None
         queue, queue_name = start_queue() if probed else (None, None)
-        # the ETA weighs work by its FLOPs: a stretch of stable run or a cooldown, steps × FLOPs per step
+        # each task is a piece of work for the ETA, keyed as its segments row: a stretch of stable run or a cooldown,
+        # its tokens and FLOPs (steps × FLOPs per step), sized by its model
         per_step = {p.trial.trial_id: p.flops / max(1, p.steps) for p in plan(cells, {}, _vocab(cells))}
         schedule = _Schedule(units, results)
         planned = [_Work(run, segment=segment) for run, segment in schedule.segments] + [
             _Work(unit, cell=cell) for unit in units for cell in unit.cells
         ]
-        progress = Progress(
-            spec.name, len(cells), noun=self.noun, cost=sum(w.flops(per_step) for w in planned), stream=stream
-        )
-        cost_done = 0.0
+
+        def span(work: _Work) -> tuple[str, int, int]:
+            if work.cell is not None:
+                return work.cell.trial_id, fork_step(work.cell), work.cell.steps
+            assert work.segment is not None
+            return work.run.stable_id, work.segment.start, work.segment.end
+
+        def key(work: _Work) -> str:
+            return "-".join(map(str, span(work)))
+
+        def piece(work: _Work) -> Piece:
+            trial = work.cell or work.run.longest
+            _, start, end = span(work)
+            tokens = (end - start) * trial.train.batch_size * trial.shape.seq_len
+            return Piece(trial.shape.label, tokens, work.flops(per_step))
+
+        pieces = {key(w): piece(w) for w in planned}
+        progress = Progress(spec.name, len(cells), noun=self.noun, work=pieces, stream=stream)
+        ended: dict[str, bool] = {}
         running: dict[Any, _Work] = {}
         failures: dict[str, int] = {}
         statuses: dict[str, str] = {}
@@ -349,21 +459,18 @@ class BranchRunner:
                 try:
                     statuses.update(ray.get(ref))
                     ok, again = True, False
-                    cost_done += work.flops(per_step)
                 except ray.exceptions.RayError as err:
                     ok = False
                     again = failed(work, err)
+                ended[key(work)] = ok  # a failed stretch is planned anew (other keys), a failed branch runs again
                 schedule.settle(work, ok=ok, again=again, statuses=statuses)
             submit()
-            values = list(statuses.values())
             progress.update(
-                done=len(values),
+                statuses=statuses,
                 running=schedule.in_flight(running.values()),
-                failed=values.count("failed"),
-                diverged=values.count("diverged"),
-                cost_done=cost_done,
+                in_flight=dict.fromkeys(map(key, running.values())),
+                ended=ended,
             )
-            progress.draw(force=bool(done))
         progress.close()
         if queue is not None:
             finish_queue(queue, spec.name, stream)
@@ -375,7 +482,7 @@ class BranchRunner:
         whole = token_budget(units)
         finished = {i for i, status in statuses.items() if status in FINISHED}
         left = [run for unit in units if (run := unit.pending(finished))]
-        on_disk = {run.stable_id: stable_states(results, run.stable_id).steps() for run in left if results.is_local}
+        on_disk = {run.stable_id: stable_states(results, run.longest).steps() for run in left if results.is_local}
         to_run = token_budget(left, on_disk)
         return "\n".join(
             [

@@ -1,8 +1,9 @@
-"""The ``scalesweep`` command line: run, plan, status, probe, fit, report.
+"""The ``scalesweep`` command line: run, plan, status, probe, fit, report, recommend.
 
 Bad input (a spec that does not validate, a corpus too small for the grid, a results directory that does not exist)
-prints one line ``scalesweep: error: …`` and exits with code 2 before anything starts or is written. ``fit`` and
-``report`` dispatch to `analysis` and never start Ray, so they work on a machine that only has the results.
+prints one line ``scalesweep: error: …`` and exits with code 2 before anything starts or is written. ``fit``,
+``report`` and ``recommend`` dispatch to `analysis` and never start Ray, so they work on a machine that only has the
+results.
 """
 
 from __future__ import annotations
@@ -155,6 +156,20 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return report_main(args.results, out_dir=args.output, strict=args.strict, n_bootstrap=args.bootstrap)
 
 
+def _cmd_recommend(args: argparse.Namespace) -> int:
+    from analysis.cli import recommend_main
+
+    return recommend_main(
+        args.results,
+        flops=args.flops,
+        loss=args.loss,
+        as_json=args.json,
+        n_bootstrap=args.bootstrap,
+        seed=args.seed,
+        strict=args.strict,
+    )
+
+
 def _cmd_schema(args: argparse.Namespace) -> int:
     from sweeps.tables import markdown
 
@@ -240,6 +255,18 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples per fit (default 1000)")
     report.add_argument("--strict", action="store_true")
     report.set_defaults(func=_cmd_report)
+
+    recommend = sub.add_parser(
+        "recommend", help="the compute-optimal N, D, model shape, loss and cost at a budget, from each approach"
+    )
+    recommend.add_argument("results")
+    recommend.add_argument("--flops", type=float, help="the compute budget C in FLOPs (6·N·D, LM head included)")
+    recommend.add_argument("--loss", type=float, help="instead: the budget at which the joint law reaches this loss")
+    recommend.add_argument("--json", action="store_true", help="one JSON object per group, one per line")
+    recommend.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples per fit (default 1000)")
+    recommend.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    recommend.add_argument("--strict", action="store_true")
+    recommend.set_defaults(func=_cmd_recommend)
     submit = sub.add_parser("submit", help="submit a study to a Ray cluster as a Ray job; prints the job id")
     submit.add_argument("spec", help="spec file, or a ready-made study")
     submit.add_argument("--address", required=True, help="the cluster's dashboard, e.g. http://HEAD:8265")

@@ -20,7 +20,7 @@ from typing import TextIO
 
 from models.data import prepare_tokens
 from orchestrator.plan import format_plan, plan, planned_vocab_size
-from orchestrator.progress import Progress, SilentReporter, TuneProgress
+from orchestrator.progress import Piece, Progress, SilentReporter, TuneProgress
 from orchestrator.results import FINISHED, ResultsDir
 from sweeps.base import SpecError, StudyBase
 from sweeps.grid import TrialConfig
@@ -97,8 +97,9 @@ class TrialRunner:
         planned = plan(units, {}, store.vocab_size)
         res, curvature = units[0].resources, units[0].probes and units[0].probes.curvature
         queue, queue_name = start_queue() if curvature else (None, None)
-        progress = Progress(spec.name, len(units), noun=self.noun, cost=sum(p.flops for p in planned), stream=stream)
-        callback = TuneProgress(progress, {p.trial.trial_id: p.flops for p in planned})
+        work = {p.trial.trial_id: Piece(p.trial.shape.label, p.tokens, p.flops) for p in planned}
+        progress = Progress(spec.name, len(units), noun=self.noun, work=work, stream=stream)
+        callback = TuneProgress(progress)
         if res.workers == 1:
             trainable = tune.with_resources(run_trial, {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial})
         else:  # the trial only drives a Ray Train run whose workers hold the CPUs and GPUs

@@ -1,24 +1,21 @@
 """The dry run: every cell of a study with its shape, parameter counts, tokens and compute, without training.
 
-Parameter counts come from building each distinct model on the ``meta`` device (no memory, no time), so the numbers
-are exactly the ones the trial will record. N is the non-embedding parameters plus the LM head (the N of the trials'
-``flops`` column); tokens/N shows the regime of each cell; lr and warmup are the trial's own (``train.width_scaling``
-sets them per width). The vocabulary is the one the spec asks for; a trained BPE reaches it on
-any corpus larger than a few hundred kilobytes.
+Parameter counts are `sweeps.accounting.shape_counts`, the closed form that equals what the trial will record. N is
+the non-embedding parameters plus the LM head (the N of the trials' ``flops`` column); tokens/N shows the regime of
+each cell; lr and warmup are the trial's own (``train.width_scaling`` sets them per width). A cell of a budget axis
+shows the budget it was designed for (``C=…`` of ``grid.flops``, ``D/N=…`` of ``grid.tokens_per_param``) beside its
+D and the 6·N·D it spends once D is whole batches. The vocabulary is the one the spec asks for; a trained BPE
+reaches it on any corpus larger than a few hundred kilobytes.
 """
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
-import torch
-
-from models.accounting import ParamCounts, count_params, training_flops
 from models.data.tokenizer import load_pretrained
-from models.lm import build_lm
-from sweeps.grid import ModelShape, TrialConfig
-from sweeps.spec import BPETokenizer, DataSpec, PretrainedTokenizer
+from sweeps.accounting import shape_counts, training_flops
+from sweeps.grid import TrialConfig
+from sweeps.spec import DataSpec, PretrainedTokenizer
 
 
 @dataclass(frozen=True)
@@ -36,24 +33,16 @@ class PlannedTrial:
 
 
 def planned_vocab_size(data: DataSpec) -> int:
-    if isinstance(data.tokenizer, BPETokenizer):
-        return data.tokenizer.vocab_size
-    if isinstance(data.tokenizer, PretrainedTokenizer):
-        return load_pretrained(data.tokenizer.pretrained).vocab_size  # the loader `run` uses: same errors, offline
-    assert data.synthetic is not None
-    return data.synthetic.vocab_size
-
-
-@functools.cache
-def _counts(shape: ModelShape, vocab_size: int) -> ParamCounts:
-    with torch.device("meta"):
-        return count_params(build_lm(shape, vocab_size))
+    if data.vocab_size is not None:
+        return data.vocab_size
+    assert isinstance(data.tokenizer, PretrainedTokenizer)
+    return load_pretrained(data.tokenizer.pretrained).vocab_size  # the loader `run` uses: same errors, offline
 
 
 def plan(trials: list[TrialConfig], statuses: dict[str, str], vocab_size: int) -> list[PlannedTrial]:
     rows = []
     for t in trials:
-        counts = _counts(t.shape, vocab_size)
+        counts = shape_counts(t.shape, vocab_size)
         steps = t.steps
         tokens = steps * t.train.batch_size * t.shape.seq_len
         rows.append(
@@ -82,6 +71,7 @@ def format_plan(rows: list[PlannedTrial]) -> str:
         "N_non_emb",
         "N",
         "N_total",
+        "budget",
         "tokens",
         "steps",
         "warmup",
@@ -105,6 +95,7 @@ def format_plan(rows: list[PlannedTrial]) -> str:
                 f"{r.params_non_embedding:,}",
                 f"{r.params_compute:,}",
                 f"{r.params_total:,}",
+                _budget(t),
                 f"{r.tokens:,}",
                 f"{r.steps:,}",
                 str(t.train.warmup_steps),
@@ -126,3 +117,12 @@ def format_plan(rows: list[PlannedTrial]) -> str:
         f"tokens · {sum(r.flops for r in rows):.3g} FLOPs (6·N·D; N = non-embedding parameters + LM head)"
     )
     return "\n".join(text)
+
+
+def _budget(trial: TrialConfig) -> str:
+    """What a cell's D was designed from: a compute budget, a tokens-per-parameter ratio, or D itself (-)."""
+    if trial.flops_budget is not None:
+        return f"C={trial.flops_budget:.3g}"
+    if trial.tokens_per_param is not None:
+        return f"D/N={trial.tokens_per_param:g}"
+    return "-"

@@ -29,6 +29,7 @@ from orchestrator.results import FINISHED, ResultsDir
 from orchestrator.runner import Runner
 from orchestrator.runners import RUNNERS
 from orchestrator.storage import check_results_storage
+from orchestrator.tracking import check_tracking, say_mirror_failures
 from sweeps.base import StudyBase, Unit
 from sweeps.errors import InputError
 from sweeps.spec import DataSpec
@@ -190,6 +191,7 @@ def run_study(
         print(f"[{spec.name}] {message}", file=stream, flush=True)
 
     results = ResultsDir.at(spec.results_path)
+    check_tracking(spec, results)
     results.check_belongs_to(spec.name)
     with study_lock(results.uri, wait=wait, say=say):
         return _run_locked(
@@ -240,6 +242,7 @@ def _run_locked(
             "rerun the same command to continue"
         ) from None
     outcomes = [status for unit_id, status in _outcomes(parts, results).items() if unit_id in todo_ids]
+    say_mirror_failures(spec, results, todo_ids, say)
     return StudyResult(
         results.uri,
         total,

@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Protocol, TextIO
 
 import ray
 
-from orchestrator.progress import Progress
+from orchestrator.progress import Piece, Progress
 from orchestrator.results import ResultsDir
 from sweeps.base import TaskResources, Unit
 
@@ -65,33 +65,43 @@ def run_bounded(
     queue = list(units)
     running: dict[ray.ObjectRef, Unit] = {}
     statuses: dict[str, str] = {}
+    ended: dict[str, bool] = {}
 
     def submit() -> None:
         while queue and len(running) < limit:
             unit = queue.pop(0)
             running[remote.remote(TaskRun(unit.to_config(), results).to_config(), threads=threads)] = unit
 
-    submit()
-    while running:
-        ready, _ = ray.wait(list(running), num_returns=1)
-        unit = running.pop(ready[0])
-        try:
-            statuses.update(ray.get(ready[0]))
-        except ray.exceptions.RayError as err:
-            statuses.update(dict.fromkeys(unit.unit_ids, "failed"))
-            ids = ", ".join(unit.unit_ids[:3]) + (" …" if len(unit.unit_ids) > 3 else "")
-            progress.note(f"{ids} failed: {str(err).strip().splitlines()[-1]}")
-        submit()
-        done = list(statuses.values())
+    def update() -> None:
         progress.update(
-            done=len(done),
+            statuses=statuses,
             running=sum(len(u.unit_ids) for u in running.values()),
-            failed=done.count("failed"),
-            diverged=done.count("diverged"),
-            cost_done=len(done),
+            in_flight=dict.fromkeys(map(_work_key, running.values())),
+            ended=ended,
         )
-        progress.draw(force=True)
+
+    submit()
+    update()
+    while running:
+        ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)  # the line moves while tasks run
+        for ref in ready:
+            unit = running.pop(ref)
+            try:
+                statuses.update(ray.get(ref))
+                ended[_work_key(unit)] = True
+            except ray.exceptions.RayError as err:
+                ended[_work_key(unit)] = False
+                statuses.update(dict.fromkeys(unit.unit_ids, "failed"))
+                ids = ", ".join(unit.unit_ids[:3]) + (" …" if len(unit.unit_ids) > 3 else "")
+                progress.note(f"{ids} failed: {str(err).strip().splitlines()[-1]}")
+        submit()
+        update()
     progress.close()
+
+
+def _work_key(unit: Unit) -> str:
+    """The unit as a piece of work on the progress line: its first id."""
+    return unit.unit_ids[0]
 
 
 class TaskStudy(Protocol):
@@ -125,6 +135,8 @@ class TaskRunner:
     ) -> None:
         resources = spec.resources
         total = sum(len(unit.unit_ids) for unit in units)
+        # one kind of work, so the ETA is the measured ids per second (a batch of seeds weighs its seeds)
+        work = {_work_key(u): Piece("", len(u.unit_ids), len(u.unit_ids)) for u in units}
         run_bounded(
             units,
             type(self).body,
@@ -132,5 +144,5 @@ class TaskRunner:
             cpus=resources.cpus_per_task,
             retries=resources.retries,
             limit=max_concurrent or resources.max_concurrent,
-            progress=Progress(spec.name, total, noun=self.noun, cost=total, stream=stream),
+            progress=Progress(spec.name, total, noun=self.noun, work=work, per=self.noun, stream=stream),
         )

@@ -11,9 +11,10 @@ Two shapes of trial, chosen by ``resources.workers``:
 
 * one process (`run_trial`): the Tune trial trains in its own actor;
 * k processes (`run_distributed_trial`): the Tune trial is only a driver that launches a Ray Train ``TorchTrainer``
-  (the Train-V2 pattern); each worker runs `train_worker`, sharded by `models.distributed` (FSDP2 at or above
-  ``resources.fsdp_min_params``, DDP below), and rank 0 alone writes Parquet. Worker failures are retried by Ray Train
-  from the last sharded checkpoint.
+  (the Train-V2 pattern, `torch_trainer`); each worker runs `train_worker`, its state held by
+  `models.placement.Ranks` (FSDP2 at or above ``resources.fsdp_min_params``, DDP below, sharded checkpoints), and
+  rank 0 alone writes Parquet. Worker failures are retried by Ray Train from the last sharded checkpoint. Cooldown
+  branches of a multi-worker study drive the same kind of run (`orchestrator.branching`).
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from functools import partial
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -35,10 +36,12 @@ from ray import tune
 
 from models.checkpoint import load_state, save_state
 from models.data import TokenStore, prepare_tokens
+from models.placement import Ranks
 from models.state import TrainState, new_state, ready_for
 from models.train import Report, Shard, config_columns, train
 from orchestrator.probes import probe_hook
 from orchestrator.results import ResultsDir
+from orchestrator.tracking import Mirror
 from sweeps.grid import TrialConfig
 from sweeps.tables import SCHEMA_VERSION, STEPS, TRIALS
 
@@ -73,6 +76,17 @@ class TrialRun:
         torch.set_num_threads(self.torch_threads)
         device = torch.device("cuda") if self.use_gpu and torch.cuda.is_available() else torch.device("cpu")
         return device, prepare_tokens(self.trial.data, min_train_tokens=self.trial.tokens)
+
+    def join_ranks(self) -> tuple[Ranks, TokenStore]:
+        """In a Ray Train worker: this rank's torch threads, its place in the process group (on the device Ray Train
+        gave it) and the trial's tokens."""
+        import ray.train.torch
+
+        from models.distributed import setup_process_group
+
+        torch.set_num_threads(self.torch_threads)
+        ctx = setup_process_group(ray.train.torch.get_device())
+        return Ranks(ctx), prepare_tokens(self.trial.data, min_train_tokens=self.trial.tokens)
 
 
 def run_trial(config: dict[str, Any]) -> None:
@@ -113,14 +127,38 @@ def run_trial(config: dict[str, Any]) -> None:
 
 def run_distributed_trial(config: dict[str, Any]) -> None:
     """A Tune trial that drives a k-worker Ray Train run of the same trial."""
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
     run = TrialRun.from_config(config["run"])
-    res = run.trial.resources
-    trainer = TorchTrainer(
+    trainer = torch_trainer(
+        run,
         train_worker,
+        name=run.trial.trial_id,
+        max_failures=run.trial.resources.retries,
+        config=config,
+        callbacks=[TuneReportCallback()],
+    )
+    trainer.fit()
+
+
+def torch_trainer(
+    run: TrialRun,
+    train_fn: Callable[..., None],
+    *,
+    name: str,
+    max_failures: int,
+    config: dict[str, Any] | None = None,
+    callbacks: list[Any] | None = None,
+) -> Any:
+    """A Ray Train ``TorchTrainer`` of `train_fn` on the trial's ``resources.workers`` workers, each with the trial's
+    per-process CPUs and GPUs, keeping its run state under ``RESULTS/train/<name>``; a worker failure restarts the
+    group at most `max_failures` times."""
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    res = run.trial.resources
+    return TorchTrainer(
+        train_fn,
         train_loop_config=config,
         scaling_config=ScalingConfig(
             num_workers=res.workers,
@@ -128,56 +166,32 @@ def run_distributed_trial(config: dict[str, Any]) -> None:
             resources_per_worker={"CPU": res.cpus_per_trial, "GPU": res.gpus_per_trial},
         ),
         run_config=RunConfig(
-            name=run.trial.trial_id,
+            name=name,
             storage_path=ResultsDir(run.results).path("train"),
-            failure_config=FailureConfig(max_failures=res.retries),
-            callbacks=[TuneReportCallback()],
+            failure_config=FailureConfig(max_failures=max_failures),
+            callbacks=callbacks,
         ),
     )
-    trainer.fit()
 
 
 def train_worker(config: dict[str, Any]) -> None:
     """One rank of a distributed trial (runs in a Ray Train worker with the process group set up)."""
     import ray.train
-    import ray.train.torch
-
-    from models.distributed import (
-        load_sharded_state,
-        local_indices,
-        mean_over_ranks,
-        save_sharded_state,
-        setup_process_group,
-        sharded_state,
-    )
 
     run = TrialRun.from_config(config["run"])
     trial = run.trial
-    torch.set_num_threads(run.torch_threads)
-    ctx = setup_process_group(ray.train.torch.get_device())
-    store = prepare_tokens(trial.data, min_train_tokens=trial.tokens)
-    state, strategy = sharded_state(
-        trial,
-        store.vocab_size,
-        ctx,
-        mixed_precision=ctx.device.type == "cuda",
-        min_params_for_fsdp=trial.resources.fsdp_min_params,
-    )
+    placement, store = run.join_ranks()
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            state = load_sharded_state(state, directory)
-    shard = Shard(
-        rows_of=partial(local_indices, rank=ctx.rank, world_size=ctx.world_size),
-        reduce_loss=partial(mean_over_ranks, device=ctx.device),
-        parallelism=strategy,
-        workers=ctx.world_size,
-    )
+            state = placement.load(trial, store.vocab_size, Path(directory))
+    else:
+        state = placement.fresh(trial, store.vocab_size)
 
     def save_and_report(state: TrainState, metrics: dict[str, Any]) -> None:
         # every rank writes its shards and reports: Ray Train gathers them into one checkpoint
         with tempfile.TemporaryDirectory() as directory:
-            save_sharded_state(state, directory)
+            placement.save(state, Path(directory))
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
 
     train_and_record(
@@ -185,11 +199,11 @@ def train_worker(config: dict[str, Any]) -> None:
         results=ResultsDir(run.results),
         store=store,
         state=state,
-        device=ctx.device,
-        shard=shard,
+        device=placement.device,
+        shard=placement.shard(state),
         report=ray.train.report,
         save_and_report=save_and_report,
-        writes_results=ctx.is_main,
+        writes_results=placement.main,
     )
 
 
@@ -210,12 +224,22 @@ def train_and_record(
     """Train, reporting at every eval and checkpoint point; the process that `writes_results` writes the Parquet.
     Returns the trial's status (ok or diverged; an exception is recorded as failed and raised again).
 
-    At every `probe_every`-th step `on_probe` gets the state (to save a probe checkpoint and hand it off).
+    At every `probe_every`-th step `on_probe` gets the state (to save a probe checkpoint and hand it off). With
+    ``tracking`` the same process mirrors the rows it writes to the trial's trackers (`orchestrator.tracking`).
     """
+    mirror = Mirror(trial, results) if writes_results and trial.tracking else None
+
+    def record_trial(row: dict[str, Any]) -> None:
+        row = trial_bookkeeping(trial, row, device)
+        if mirror is not None:
+            row["tracking_error"] = mirror.close(row)
+        results.write_rows(TRIALS, trial.trial_id, [row])
 
     def on_report(r: Report) -> None:
         if writes_results:
             results.write_rows(STEPS, trial.trial_id, r.state.rows)
+            if mirror is not None:
+                mirror.steps(r.state.rows)
         if r.probe and on_probe is not None:
             on_probe(r.state)
         last = r.state.rows[-1]
@@ -237,11 +261,10 @@ def train_and_record(
         )
     except Exception as err:
         if writes_results:
-            failed = {**config_columns(trial), "status": "failed", "error": f"{type(err).__name__}: {err}"}
-            results.write_rows(TRIALS, trial.trial_id, [trial_bookkeeping(trial, failed, device)])
+            record_trial({**config_columns(trial), "status": "failed", "error": f"{type(err).__name__}: {err}"})
         raise
     if writes_results:
-        results.write_rows(TRIALS, trial.trial_id, [trial_bookkeeping(trial, outcome.row, device)])
+        record_trial(outcome.row)
     return outcome.status
 
 

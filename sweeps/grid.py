@@ -7,6 +7,11 @@ finished row, adding a value to an axis runs only the new cells, and changing a 
 affected id (old rows stay, never mixed with new ones).
 
 Expansion order is deterministic: model sizes, then cases (if any), then the crossed axes in AXES order.
+
+A cell of a budget axis (``grid.flops`` or ``grid.tokens_per_param``) trains the D its budget gives its size
+(``LMStudyBody.cell_tokens``), and its id hashes that D like any cell's: the budget is how the cell was chosen, not
+what it computes, so a budget cell and a ``tokens`` cell of the same D are one trial. The budget travels with the
+trial (``flops_budget``, ``tokens_per_param``) into its row, out of its id.
 """
 
 from __future__ import annotations
@@ -16,31 +21,24 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from sweeps.accounting import ModelShape
 from sweeps.base import content_id
-from sweeps.spec import AXES, DataSpec, Init, LMStudyBody, ProbesSpec, ResourcesSpec, StudySpec, TrainSpec
+from sweeps.spec import (
+    AXES,
+    D_AXES,
+    DataSpec,
+    Init,
+    LMStudyBody,
+    ProbesSpec,
+    ResourcesSpec,
+    StudySpec,
+    TrackingSpec,
+    TrainSpec,
+)
 
 # Bump when what a config computes changes, so old ids cannot be confused with new ones. 2: documents in a seeded
 # random order, a trial's sequences drawn from the whole training stream, eval windows across all held-out documents.
 ID_VERSION = 2
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    """The shape of a language model, all that `models.lm.build_lm` needs besides the vocabulary size."""
-
-    architecture: str
-    n_layer: int
-    d_model: int
-    head_dim: int
-    seq_len: int
-
-    @property
-    def n_head(self) -> int:
-        return self.d_model // self.head_dim
-
-    @property
-    def label(self) -> str:
-        return f"{self.n_layer}x{self.d_model}"
 
 
 @dataclass(frozen=True)
@@ -62,6 +60,12 @@ class TrialConfig:
     """Where and how the trial runs (not part of its identity)."""
     probes: ProbesSpec | None = None
     """What the trial hands to curvature probes (not part of its identity: probes only read the state)."""
+    tracking: TrackingSpec | None = None
+    """The trackers that mirror the trial's rows (not part of its identity: they only watch)."""
+    flops_budget: float | None = None
+    """The compute budget C of ``grid.flops`` this cell's D was designed from (not part of its identity)."""
+    tokens_per_param: float | None = None
+    """The ratio r of ``grid.tokens_per_param`` this cell's D was designed from (not part of its identity)."""
 
     def semantic(self) -> dict[str, Any]:
         """The fields that decide what the trial computes: the input of the trial id."""
@@ -128,7 +132,13 @@ class TrialConfig:
             "train": self.train.model_dump(mode="json"),
             "resources": self.resources.model_dump(mode="json"),
             "probes": None if self.probes is None else self.probes.model_dump(mode="json"),
+            "tracking": None if self.tracking is None else self.tracking.model_dump(mode="json"),
+            **{key: value for key, value in self.budget().items() if value is not None},
         }
+
+    def budget(self) -> dict[str, float | None]:
+        """What the cell's D was designed from, as the trials table's columns (both null for a ``tokens`` cell)."""
+        return {"flops_budget": self.flops_budget, "tokens_per_param": self.tokens_per_param}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> TrialConfig:
@@ -146,6 +156,9 @@ class TrialConfig:
             train=TrainSpec.model_validate(config["train"]),
             resources=ResourcesSpec.model_validate(config.get("resources") or {}),
             probes=None if config.get("probes") is None else ProbesSpec.model_validate(config["probes"]),
+            tracking=None if config.get("tracking") is None else TrackingSpec.model_validate(config["tracking"]),
+            flops_budget=config.get("flops_budget"),
+            tokens_per_param=config.get("tokens_per_param"),
         )
 
 
@@ -165,6 +178,7 @@ def _axis_values(body: LMStudyBody) -> list[dict[str, Any]]:
     """Every combination of the axis values: the cases crossed with the list axes (defaults where unset)."""
     grid = body.grid
     defaults = {"weight_decay": [0.0], "seed": [0], "lr": [body.train.lr], "init": [Init(std=0.02)]}
+    defaults |= {axis: [None] for axis in D_AXES}  # only the grid's one D axis is given
     crossed = [a for a in AXES if a not in grid.case_axes]
     lists = [getattr(grid, a) if getattr(grid, a) is not None else defaults[a] for a in crossed]
     cases = [{a: getattr(c, a) for a in grid.case_axes} for c in grid.cases] if grid.cases else [{}]
@@ -180,13 +194,14 @@ def trials_of(body: LMStudyBody, study: str) -> list[TrialConfig]:
         if scaling is not None:
             warmup = scaling.warmup_steps(body.train.warmup_steps, size.d_model)
             train = body.train.model_copy(update={"warmup_steps": warmup, "width_scaling": None})
-        shape = ModelShape(body.model.architecture, size.n_layer, size.d_model, body.model.head_dim, body.model.seq_len)
+        shape = body.model.shape(size)
+        axis = body.grid.d_axis
         for values in _axis_values(body):
             lr = values["lr"] if scaling is None else scaling.lr(values["lr"], size.d_model)
             trial = TrialConfig(
                 study=study,
                 shape=shape,
-                tokens=values["tokens"],
+                tokens=values[axis] if axis == "tokens" else body.cell_tokens(size, axis, values[axis]),
                 init=values["init"],
                 weight_decay=values["weight_decay"],
                 seed=values["seed"],
@@ -195,6 +210,9 @@ def trials_of(body: LMStudyBody, study: str) -> list[TrialConfig]:
                 train=train,
                 resources=body.resources,
                 probes=body.probes,
+                tracking=body.tracking,
+                flops_budget=values["flops"],
+                tokens_per_param=values["tokens_per_param"],
             )
             trials.setdefault(trial.trial_id, trial)
     return list(trials.values())

@@ -9,21 +9,31 @@ Conventions the rest of the project relies on:
 * ``grid`` axes (``tokens``, ``init``, ``weight_decay``, ``seed``, optionally ``lr``) are crossed with each other and
   with ``model.sizes``. ``grid.cases`` pairs values instead: each case sets several axes together, and the cases are
   crossed with the remaining axes. An axis is given either as a list or inside the cases, never both.
+* D comes from exactly one of three axes: ``tokens`` (D itself), ``flops`` (compute budgets C: each size's D =
+  C / (6·N)) or ``tokens_per_param`` (ratios r: D = r·N), N = non-embedding parameters plus the LM head (the N of
+  the trials' ``flops`` column, `sweeps.accounting`). A budget's D is rounded to the nearest whole batch (half up);
+  a cell whose unrounded D is below one batch, or whose D exceeds a synthetic corpus, is refused here. A budget
+  needs the vocabulary size from the spec (the synthetic corpus's or a BPE tokenizer's), so that every machine
+  computes the same D, and so the same trial ids, without loading a tokenizer.
 * ``LMStudyBody`` is everything but the study's name and results: a ``kind: lm`` spec is one with a name, and a
   spikes study's ``lm`` part is one without (it takes the spikes study's).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from sweeps.accounting import ModelShape, budget_tokens, shape_counts
 from sweeps.base import NonNegativeFloat, PositiveFloat, PositiveInt, Seed, Strict, StudyBase
 
-AXES = ("tokens", "init", "weight_decay", "seed", "lr")
+D_AXES = ("tokens", "flops", "tokens_per_param")
+"""The axes D comes from: D itself, a compute budget, or tokens per parameter (exactly one per grid)."""
+AXES = (*D_AXES, "init", "weight_decay", "seed", "lr")
 BYTE_ALPHABET = 256  # a byte-level BPE vocabulary holds every byte plus its special tokens
 
 
@@ -129,6 +139,14 @@ class DataSpec(Strict):
     def tokenizer_identity(self) -> str:
         return "symbols" if self.tokenizer is None else self.tokenizer.identity
 
+    @property
+    def vocab_size(self) -> int | None:
+        """The vocabulary size the spec fixes: the synthetic corpus's, or the one a BPE tokenizer is trained to;
+        None for a pretrained tokenizer, whose size is known only once it is loaded."""
+        if self.synthetic is not None:
+            return self.synthetic.vocab_size
+        return self.tokenizer.vocab_size if isinstance(self.tokenizer, BPETokenizer) else None
+
     def identity(self) -> dict[str, Any]:
         """What of the data decides a trial's numbers: the synthetic corpus's parameters; for a text corpus, once
         its fingerprint is known, that fingerprint in place of the corpus's location (the same bytes anywhere are
@@ -183,6 +201,10 @@ class ModelSpec(Strict):
                 )
         return self
 
+    def shape(self, size: Size) -> ModelShape:
+        """The shape of the model of `size` in this family."""
+        return ModelShape(self.architecture, size.n_layer, size.d_model, self.head_dim, self.seq_len)
+
 
 # --------------------------------------------------------------------------------------------------------- grid
 
@@ -208,6 +230,8 @@ class Case(Strict):
     """Values set together; unset fields come from the crossed axes."""
 
     tokens: PositiveInt | None = None
+    flops: PositiveFloat | None = None
+    tokens_per_param: PositiveFloat | None = None
     init: Init | None = None
     weight_decay: NonNegativeFloat | None = None
     seed: Seed | None = None
@@ -216,6 +240,8 @@ class Case(Strict):
 
 class GridSpec(Strict):
     tokens: Annotated[list[PositiveInt], Field(min_length=1)] | None = None
+    flops: Annotated[list[PositiveFloat], Field(min_length=1)] | None = None
+    tokens_per_param: Annotated[list[PositiveFloat], Field(min_length=1)] | None = None
     init: Annotated[list[Init], Field(min_length=1)] | None = None
     weight_decay: Annotated[list[NonNegativeFloat], Field(min_length=1)] | None = None
     seed: Annotated[list[Seed], Field(min_length=1)] | None = None
@@ -235,9 +261,23 @@ class GridSpec(Strict):
         for axis in in_cases:
             if getattr(self, axis) is not None:
                 raise ValueError(f"axis {axis!r} is given both as a list and inside cases; keep one")
-        if self.tokens is None and "tokens" not in in_cases:
-            raise ValueError("the tokens axis is required (training tokens D per trial)")
+        given = [axis for axis in D_AXES if getattr(self, axis) is not None or axis in in_cases]
+        if len(given) != 1:
+            raise ValueError(
+                f"give exactly one of tokens (D per trial), flops (compute budgets C, D = C/(6·N)) or tokens_per_param "
+                f"(D = r·N) to set the training tokens D; got {', '.join(given) or 'none'}"
+            )
         return self
+
+    @property
+    def d_axis(self) -> str:
+        """The axis D comes from: tokens, flops or tokens_per_param."""
+        return next(axis for axis in D_AXES if getattr(self, axis) is not None or axis in self.case_axes)
+
+    def values(self, axis: str) -> list[Any]:
+        """The values of `axis`, from its list or its cases, in order and without repeats."""
+        listed = getattr(self, axis) or [getattr(case, axis) for case in self.cases or []]
+        return list(dict.fromkeys(listed))
 
     @property
     def case_axes(self) -> tuple[str, ...]:
@@ -356,6 +396,59 @@ class ProbesSpec(Strict):
     curvature: CurvatureProbeSpec | None = None
 
 
+# ----------------------------------------------------------------------------------------------------- tracking
+
+
+class MLflowTracking(Strict):
+    """An MLflow run per trial in the experiment named after the study: a file store under ``RESULTS/mlruns`` by
+    default, or ``tracking_uri`` (credentials come from MLflow's own environment variables, never from the spec)."""
+
+    tracking_uri: Annotated[str, Field(min_length=1)] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_credentials(cls, raw: Any) -> Any:
+        # The spec is copied into RESULTS/spec.yaml, every trials row and Tune's files: a password there would leak.
+        # Checked on the whole section, so that the error line does not quote the URI (and its password) back.
+        uri = raw.get("tracking_uri") if isinstance(raw, dict) else None
+        if isinstance(uri, str) and "@" in uri.partition("://")[2].split("/", 1)[0]:
+            raise ValueError(
+                "tracking_uri must not carry credentials (user:password@); set MLFLOW_TRACKING_USERNAME and "
+                "MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN in the environment instead"
+            )
+        return raw
+
+
+class WandbTracking(Strict):
+    """A W&B run per trial (id = trial id) in ``project``, grouped by study. ``mode``: default offline, or online when
+    the environment has ``WANDB_API_KEY``; offline runs lie under ``RESULTS/wandb`` for ``wandb sync``."""
+
+    project: Annotated[str, Field(min_length=1)] = "scalesweep"
+    mode: Literal["offline", "online"] | None = None
+
+
+class TrackingSpec(Strict):
+    """Mirrors of every trial's Parquet rows in experiment trackers (``orchestrator/tracking.py``). ``true`` turns a
+    tracker on with its defaults. How a trial is watched, not what it computes: not part of its id."""
+
+    tensorboard: bool = False
+    mlflow: MLflowTracking | None = None
+    wandb: WandbTracking | None = None
+
+    @field_validator("mlflow", "wandb", mode="before")
+    @classmethod
+    def _switch(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            return {} if value else None
+        return value
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The trackers turned on."""
+        on = {"tensorboard": self.tensorboard, "mlflow": self.mlflow is not None, "wandb": self.wandb is not None}
+        return tuple(name for name, is_on in on.items() if is_on)
+
+
 class LMStudyBody(Strict):
     """What a language-model study trains and how: a ``kind: lm`` spec without its name and results."""
 
@@ -365,6 +458,7 @@ class LMStudyBody(Strict):
     train: TrainSpec = TrainSpec()
     resources: ResourcesSpec = ResourcesSpec()
     probes: ProbesSpec | None = None
+    tracking: TrackingSpec | None = None
 
     @model_validator(mode="after")
     def _one_batch_at_least(self) -> LMStudyBody:
@@ -397,6 +491,58 @@ class LMStudyBody(Strict):
                 f"data.eval_tokens {self.data.eval_tokens} is shorter than one sequence ({self.model.seq_len})"
             )
         return self
+
+    @model_validator(mode="after")
+    def _cells_fit(self) -> LMStudyBody:
+        """Every cell's D can be trained: a budget's is at least one batch before rounding, no two budgets give one
+        size the same D, and no D exceeds a synthetic corpus (a text corpus is counted once it is tokenized, when a
+        run sets up its data, still before anything is written)."""
+        axis, corpus = self.grid.d_axis, self.data.synthetic.tokens if self.data.synthetic is not None else None
+        if axis == "tokens":
+            largest = max(self.grid.values(axis))
+            if corpus is not None and largest > corpus:
+                raise ValueError(
+                    f"grid.tokens value {largest:,} exceeds the {corpus:,} training tokens of the synthetic corpus: "
+                    "lower grid.tokens or raise data.synthetic.tokens"
+                )
+            return self
+        if self.data.vocab_size is None:
+            raise ValueError(
+                f"grid.{axis} needs the vocabulary size when the spec is read, and a pretrained tokenizer's is known "
+                "only once it is loaded: use a bpe tokenizer, or give grid.tokens"
+            )
+        batch = self.train.batch_size * self.model.seq_len
+        for size in self.model.sizes:
+            given: dict[int, float] = {}
+            for value in self.grid.values(axis):
+                exact = self._budget_tokens(size, axis, value)
+                tokens = self.cell_tokens(size, axis, value)
+                where = f"grid.{axis} value {value:g} gives size {size.label} D = {exact:,.0f} tokens"
+                if exact < batch:
+                    raise ValueError(f"{where}, less than one batch ({batch:,} tokens): raise it or drop the size")
+                if corpus is not None and tokens > corpus:
+                    raise ValueError(
+                        f"{where}, more than the {corpus:,} training tokens of the synthetic corpus: lower it or "
+                        "raise data.synthetic.tokens"
+                    )
+                if tokens in given:
+                    raise ValueError(
+                        f"grid.{axis} values {given[tokens]:g} and {value:g} give size {size.label} the same D "
+                        f"({tokens:,} tokens in whole batches): space them further apart"
+                    )
+                given[tokens] = value
+        return self
+
+    def _budget_tokens(self, size: Size, axis: str, value: float) -> float:
+        vocab = self.data.vocab_size
+        assert vocab is not None, "_cells_fit refuses a budget axis without a vocabulary size"
+        return budget_tokens(shape_counts(self.model.shape(size), vocab), **{axis: value})
+
+    def cell_tokens(self, size: Size, axis: str, value: float) -> int:
+        """The D of the model of `size` in a cell whose `axis` (flops or tokens_per_param) has `value`: the budget's
+        D (`sweeps.accounting.budget_tokens`) rounded to the nearest whole batch, half up."""
+        batch = self.train.batch_size * self.model.seq_len
+        return math.floor(self._budget_tokens(size, axis, value) / batch + 0.5) * batch
 
 
 class StudySpec(LMStudyBody, StudyBase):

@@ -215,7 +215,19 @@ TRIALS = Table(
             "flops",
             f64,
             "Training compute C = 6·N·tokens with N = params_non_embedding + the LM head's d_model·vocab_size (tied or "
-            "not): every parameter a token is multiplied by (models/accounting.py). Schema 1 left the head out.",
+            "not): every parameter a token is multiplied by (sweeps/accounting.py). Schema 1 left the head out.",
+        ),
+        _c(
+            "flops_budget",
+            f64,
+            "The compute budget C of the grid's flops axis this cell's tokens were designed from (tokens = C/(6·N) "
+            "rounded to whole batches, so flops is within 6·N·batch_size·seq_len/2 of it); null for other grids.",
+        ),
+        _c(
+            "tokens_per_param",
+            f64,
+            "The ratio r of the grid's tokens_per_param axis this cell's tokens were designed from (r·N rounded to "
+            "whole batches); null for other grids.",
         ),
         _c(
             "flops_per_token",
@@ -259,6 +271,12 @@ TRIALS = Table(
         _c("workers", i64, "Training processes of the trial (1 = a single process)."),
         _c("parallelism", s, "single, ddp (replicated, below resources.fsdp_min_params) or fsdp (FSDP2 sharding)."),
         _c("config_json", s, "The trial's full resolved config as JSON (the input of trial_id)."),
+        _c(
+            "tracking_error",
+            s,
+            "Why a tracker of spec section tracking stopped mirroring this trial (one line per tracker, ';'-joined); "
+            "null when every tracker mirrored every row, or none was on. The Parquet rows are complete either way.",
+        ),
         *_PROVENANCE,
     ),
 )

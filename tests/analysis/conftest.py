@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from sweeps.accounting import ModelShape, shape_counts
 from sweeps.grid import trials_of
 from sweeps.studies import parse_spec
 from sweeps.tables import SCHEMA_VERSION, TABLES
@@ -135,6 +136,64 @@ def study_rows(spec: Mapping[str, object], law: Law, *, noise: float = 0.005, se
     return rows
 
 
+def isoflop_rows(
+    law: Law,
+    *,
+    budgets: Iterable[float] = (2e12, 8e12, 3.2e13, 1.28e14),
+    widths: Iterable[int] = (16, 32, 48, 64, 96, 128, 192, 256),
+    n_layer: int = 2,
+    noise: float = 0.005,
+    seed: int = 0,
+    throughput: tuple[float, float] = (3e8, 0.8),
+) -> list[dict[str, object]]:
+    """An IsoFLOP grid of ok trials: every width of a depth-``n_layer`` llama family (head_dim 16, vocabulary 512,
+    seq_len 32, batch 8) at every budget C, with D = C/(6·N) in whole batches (N with the head, exact counts from
+    ``sweeps.accounting``), loss ``law``(N, D) times log-normal noise of relative size ``noise``, and tokens/s
+    exactly r0·N^(−q) for ``throughput`` = (r0, q)."""
+    rng = np.random.default_rng(seed)
+    rate, exponent = throughput
+    batch = 8 * 32
+    rows = []
+    for budget in budgets:
+        for width in widths:
+            shape = ModelShape("llama", n_layer, width, 16, 32)
+            counts = shape_counts(shape, 512)
+            n = counts.compute
+            tokens = max(1, int(budget / (6 * n) // batch)) * batch
+            loss = float(law(np.float64(n), np.float64(tokens)) * np.exp(noise * rng.standard_normal()))
+            rows.append(
+                {
+                    "trial_id": f"iso{len(rows):04d}-{seed}",
+                    "study": "generated-isoflop",
+                    "status": "ok",
+                    "architecture": "llama",
+                    "n_layer": n_layer,
+                    "d_model": width,
+                    "n_head": shape.n_head,
+                    "head_dim": 16,
+                    "seq_len": 32,
+                    "vocab_size": 512,
+                    "batch_size": 8,
+                    "params_non_embedding": counts.non_embedding,
+                    "params_embedding": counts.embedding,
+                    "params_head": counts.head,
+                    "params_total": counts.total,
+                    "tokens": tokens,
+                    "flops": 6.0 * n * tokens,
+                    "flops_budget": budget,
+                    "init_rate": 0.5,
+                    "weight_decay": 0.1,
+                    "seed": seed,
+                    "final_eval_loss": loss,
+                    "min_eval_loss": loss,
+                    "tokens_per_s": rate * n**-exponent,
+                    "device": "cpu",
+                    "schema_version": SCHEMA_VERSION,
+                }
+            )
+    return rows
+
+
 def write_trials(results: Path, rows: Iterable[Mapping[str, object]]) -> Path:
     """One file per trial, named by its id, as the trials write them."""
     for row in rows:
@@ -142,9 +201,14 @@ def write_trials(results: Path, rows: Iterable[Mapping[str, object]]) -> Path:
     return results
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def gen() -> SimpleNamespace:
     """The generators above, for test modules (which cannot import conftest under --import-mode=importlib)."""
     return SimpleNamespace(
-        Law=Law, trial_rows=trial_rows, study_rows=study_rows, write_rows=write_rows, write_trials=write_trials
+        Law=Law,
+        trial_rows=trial_rows,
+        study_rows=study_rows,
+        isoflop_rows=isoflop_rows,
+        write_rows=write_rows,
+        write_trials=write_trials,
     )

@@ -10,12 +10,14 @@ import torch
 
 from models.branching import StableStates, branch_state, diverged_outcome, run_segment
 from models.data import prepare_tokens
+from models.placement import OneProcess
 from models.state import new_state
 from models.train import train
 from sweeps.branching import Segment, StableRun, fork_step, lm_units
 from sweeps.studies import parse_spec
 
 CPU = torch.device("cpu")
+HERE = OneProcess(CPU)
 BATCH_TOKENS = 8 * 32
 LOSSES = ("final_eval_loss", "eval_loss_se", "min_eval_loss", "final_train_loss")
 
@@ -42,13 +44,13 @@ def comparable(rows: list[dict]) -> list[tuple]:
 
 def test_a_branch_writes_what_a_from_scratch_wsd_trial_of_its_cell_writes(run_and_store, tmp_path: Path) -> None:
     run, store = run_and_store
-    states = StableStates(tmp_path / "states")
+    states = StableStates(tmp_path / "states", HERE.marker)
     forks = tuple(sorted(run.fork_steps))
     assert forks == (16, 36, 72)
-    assert run_segment(run, Segment(0, forks), store, states, device=CPU).diverged_at is None
+    assert run_segment(run, Segment(0, forks), store, states, placement=HERE).diverged_at is None
     assert states.steps() == list(forks)
     for cell in run.cells:
-        forked = branch_state(cell, states, fork_step(cell), store.vocab_size, CPU)
+        forked = branch_state(cell, states, fork_step(cell), store.vocab_size, HERE)
         branch = train(cell, store, state=forked)
         fresh = new_state(cell, store.vocab_size, CPU)
         scratch = train(cell, store, state=fresh)
@@ -64,13 +66,13 @@ def test_a_branch_writes_what_a_from_scratch_wsd_trial_of_its_cell_writes(run_an
 
 def test_a_stable_run_in_stretches_is_the_uninterrupted_one(run_and_store, tmp_path: Path) -> None:
     run, store = run_and_store
-    whole = StableStates(tmp_path / "whole")
-    run_segment(run, Segment(0, (16, 36, 72)), store, whole, device=CPU)
-    pieces = StableStates(tmp_path / "pieces")
-    run_segment(run, Segment(0, (16,)), store, pieces, device=CPU)
-    run_segment(run, Segment(16, (36, 72)), store, pieces, device=CPU)
-    a = whole.load(run.longest, store.vocab_size, 72, CPU)
-    b = pieces.load(run.longest, store.vocab_size, 72, CPU)
+    whole = StableStates(tmp_path / "whole", HERE.marker)
+    run_segment(run, Segment(0, (16, 36, 72)), store, whole, placement=HERE)
+    pieces = StableStates(tmp_path / "pieces", HERE.marker)
+    run_segment(run, Segment(0, (16,)), store, pieces, placement=HERE)
+    run_segment(run, Segment(16, (36, 72)), store, pieces, placement=HERE)
+    a = whole.load(run.longest, store.vocab_size, 72, HERE)
+    b = pieces.load(run.longest, store.vocab_size, 72, HERE)
     assert comparable(a.rows) == comparable(b.rows)
     for (name, x), (_, y) in zip(a.model.state_dict().items(), b.model.state_dict().items(), strict=True):
         assert torch.equal(x, y), name
@@ -87,12 +89,12 @@ def test_a_stable_run_that_diverges_ends_each_later_cell_as_its_separate_trial_w
     )
     (run,) = lm_units(spec, spec.name)
     store = prepare_tokens(run.longest.data, min_train_tokens=run.longest.tokens)
-    states = StableStates(tmp_path / "states")
-    outcome = run_segment(run, Segment(0, tuple(sorted(run.fork_steps))), store, states, device=CPU)
+    states = StableStates(tmp_path / "states", HERE.marker)
+    outcome = run_segment(run, Segment(0, tuple(sorted(run.fork_steps))), store, states, placement=HERE)
     assert outcome.diverged_at is not None and outcome.diverged_at <= min(run.fork_steps)
     assert states.steps() == []  # nothing to branch from
     for cell in run.cells:
-        mine = diverged_outcome(cell, store, outcome.state)
+        mine = diverged_outcome(cell, store, outcome.state, HERE.shard(outcome.state))
         fresh = new_state(cell, store.vocab_size, CPU)
         scratch = train(cell, store, state=fresh)
         assert mine.status == scratch.status == "diverged" and mine.error == scratch.error

@@ -40,6 +40,7 @@ from models.distributed import (
     setup_process_group,
     shard_model,
     sharded_state,
+    strategy_of,
     teardown_process_group,
     unwrap,
 )
@@ -158,16 +159,16 @@ def worker(scenario: str, workdir: Path) -> None:
     if scenario == "train":
         for name, (architecture, threshold, bf16) in RUNS.items():
             trial = TRIALS[architecture]
-            state, strategy = sharded_state(trial, VOCAB, ctx, mixed_precision=bf16, min_params_for_fsdp=threshold)
+            state = sharded_state(trial, VOCAB, ctx, mixed_precision=bf16, min_params_for_fsdp=threshold)
             train_distributed(trial, state, ctx)
-            record(name, strategy, state)
-        state, _ = sharded_state(TRIAL, VOCAB, ctx, mixed_precision=False, min_params_for_fsdp=SHARD_ALWAYS)
+            record(name, strategy_of(state.model), state)
+        state = sharded_state(TRIAL, VOCAB, ctx, mixed_precision=False, min_params_for_fsdp=SHARD_ALWAYS)
         train_distributed(TRIAL, state, ctx, checkpoint_dir=workdir / "checkpoint", kill_at=KILL_STEP)
     else:
-        state, strategy = sharded_state(TRIAL, VOCAB, ctx, mixed_precision=False, min_params_for_fsdp=SHARD_ALWAYS)
+        state = sharded_state(TRIAL, VOCAB, ctx, mixed_precision=False, min_params_for_fsdp=SHARD_ALWAYS)
         load_sharded_state(state, workdir / "checkpoint")
         train_distributed(TRIAL, state, ctx)
-        record(f"resumed-ws{ctx.world_size}", strategy, state)
+        record(f"resumed-ws{ctx.world_size}", strategy_of(state.model), state)
     teardown_process_group()
 
 

@@ -19,6 +19,7 @@ from sweeps.tables import TABLES
 DIGESTS = {
     "smoke": ("e4b911c6fd9b1cae", 16),
     "laptop": ("276f22bd8540764f", 30),  # wsd with cooldown branches since issue 13
+    "isoflop": ("9dd6a6763ed7cadc", 21),  # a flops grid (issue 14): ids of the D each budget gives each size
     # Before its corpus is fingerprinted; a run's ids name the python-stdlib text, which differs between Pythons.
     "laptop-text": ("2cbf9f3e771d1d06", 12),
     "complexity-control": ("4d8399c296168c6b", 45),
