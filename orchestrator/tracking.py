@@ -361,6 +361,6 @@ class Mirror:
         for worker in self.workers:
             worker.thread.join(max(0.0, deadline - time.monotonic()))
             if worker.thread.is_alive():
-                worker.fail(f"still busy after {CLOSE_WAIT_S:g}s; left behind")
+                worker.fail(f"still busy after {CLOSE_WAIT_S:g}s, left behind")
         errors = [worker.error for worker in self.workers if worker.error]
         return "; ".join(errors) or None

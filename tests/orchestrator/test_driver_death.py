@@ -58,8 +58,11 @@ def interrupted(
     deadline = time.monotonic() + 180
     while len(finished_files(results)) < once_finished and time.monotonic() < deadline and driver.poll() is None:
         time.sleep(0.1)
+    seen, exited = len(finished_files(results)), driver.poll() is not None
     driver.send_signal(sig)
     output = driver.communicate(timeout=120)[0]
+    # said on failure: whether the signal found the driver still running, and how many rows it found
+    output += f"\n[test] signal {sig} sent with {seen} rows on disk; the driver had {'' if exited else 'not '}exited"
     return finished_files(results), output, driver.returncode
 
 
