@@ -182,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run a study (skips trials that already finished)")
-    run.add_argument("spec", help="spec file, or a ready-made study: smoke, laptop, complexity-control")
+    run.add_argument("spec", help="spec file, or a ready-made study in sweeps/ (smoke, laptop, isoflop, …)")
     run.add_argument("--address", help="join a running Ray cluster (e.g. 'auto' on a cluster node)")
     run.add_argument("--results", help="results location (overrides the spec's 'results')")
     run.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
