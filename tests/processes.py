@@ -1,8 +1,9 @@
-"""Finding the processes of this test's own Ray, to kill them for real."""
+"""Finding the processes of this test's own Ray, to kill them for real, and starting processes that Ctrl-C reaches."""
 
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 
@@ -32,3 +33,10 @@ def pids_of(title: str) -> list[int]:
             if ancestor == me:
                 pids.append(int(entry.name))
     return pids
+
+
+def ctrl_c_reaches() -> None:
+    """Popen's ``preexec_fn`` for a child that a SIGINT must interrupt as Ctrl-C at a terminal would: a test run
+    started in the background by a non-interactive shell (a CI script's ``cmd &``) has SIGINT ignored, and every
+    process it starts inherits that, so Python in the child would never raise KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

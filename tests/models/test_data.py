@@ -23,6 +23,7 @@ from models.data.cache import publish
 from models.data.corpora import document_order
 from models.data.synthetic import ZipfMarkov
 from sweeps.spec import DataSpec, SyntheticCorpus
+from tests.processes import ctrl_c_reaches
 
 EOS = "<|endoftext|>"
 
@@ -246,7 +247,7 @@ def test_ctrl_c_during_a_build_stops_at_once_and_leaves_no_partial_entry(tmp_pat
         [sys.executable, "-c", BUILD, str(tmp_path)],
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a background process inherits it ignored
+        preexec_fn=ctrl_c_reaches,
     )
     tokens = tmp_path / "tokens"
     deadline = time.monotonic() + 120

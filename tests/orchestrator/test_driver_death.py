@@ -19,6 +19,7 @@ import yaml
 
 from sweeps.grid import expand
 from sweeps.studies import parse_spec
+from tests.processes import ctrl_c_reaches
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -54,7 +55,9 @@ def interrupted(
 ) -> tuple[dict[str, bytes], str, int]:
     """Start `command`, send `sig` once `once_finished` trials have their row, and return the rows' files then, the
     command's output and its exit code."""
-    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    driver = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=ctrl_c_reaches
+    )
     deadline = time.monotonic() + 180
     while len(finished_files(results)) < once_finished and time.monotonic() < deadline and driver.poll() is None:
         time.sleep(0.1)
