@@ -40,7 +40,7 @@ from models.branching import StableStates, branch_state, diverged_outcome, run_s
 from models.data import TokenStore, prepare_tokens
 from models.placement import OneProcess, Placement, Ranks
 from models.state import TrainState
-from orchestrator.lm import DRIVER_MEMORY, TrialRunner, _distributed_slots
+from orchestrator.lm import DRIVER_MEMORY, TrialRunner, distributed_slots
 from orchestrator.plan import plan
 from orchestrator.probes import finish_queue, start_queue
 from orchestrator.progress import Piece, Progress
@@ -393,7 +393,7 @@ class BranchRunner:
         segment_remote = ray.remote(segment_task).options(**options)
         branch_remote = ray.remote(branch_task).options(**options)
         # as many units as the cluster holds by CPUs and GPUs (a Ray Train run that waits for its workers times out)
-        limit = max_concurrent or res.max_concurrent or _distributed_slots(res)
+        limit = max_concurrent or res.max_concurrent or distributed_slots(res)
         probed = cells[0].probes is not None and cells[0].probes.curvature is not None
         queue, queue_name = start_queue() if probed else (None, None)
         # each task is a piece of work for the ETA, keyed as its segments row: a stretch of stable run or a cooldown,

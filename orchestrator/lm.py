@@ -104,7 +104,7 @@ class TrialRunner:
             trainable = tune.with_resources(run_trial, {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial})
         else:  # the trial only drives a Ray Train run whose workers hold the CPUs and GPUs
             trainable = tune.with_resources(run_distributed_trial, {"cpu": 0, "memory": DRIVER_MEMORY})
-            max_concurrent = max_concurrent or res.max_concurrent or _distributed_slots(res)
+            max_concurrent = max_concurrent or res.max_concurrent or distributed_slots(res)
         runs = [TrialRun(trial=t, results=results.uri, probe_queue=queue_name) for t in units]
         tuner = tune.Tuner(
             trainable,
@@ -144,7 +144,7 @@ class TrialRunner:
         return format_plan(plan(units, statuses, planned_vocab_size(units[0].data)))
 
 
-def _distributed_slots(res: ResourcesSpec) -> int:
+def distributed_slots(res: ResourcesSpec) -> int:
     """How many k-worker trials the cluster can hold at once, so waiting drivers do not pile up (Ray Train's advice)."""
     import ray
 

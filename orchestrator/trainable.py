@@ -34,10 +34,9 @@ import torch
 import transformers
 from ray import tune
 
-from models.checkpoint import load_state, save_state
 from models.data import TokenStore, prepare_tokens
-from models.placement import Ranks
-from models.state import TrainState, new_state, ready_for
+from models.placement import OneProcess, Ranks
+from models.state import TrainState
 from models.train import Report, Shard, config_columns, train
 from orchestrator.probes import probe_hook
 from orchestrator.results import ResultsDir
@@ -94,17 +93,17 @@ def run_trial(config: dict[str, Any]) -> None:
     run = TrialRun.from_config(config["run"])
     trial = run.trial
     device, store = run.set_up()
+    place = OneProcess(device)
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            state = load_state(trial, store.vocab_size, directory, device)
+            state = place.load(trial, store.vocab_size, Path(directory))
     else:
-        state = new_state(trial, store.vocab_size, device)
-    ready_for(state, device, compile_step=trial.train.compile)
+        state = place.fresh(trial, store.vocab_size)
 
     def save_and_report(state: TrainState, metrics: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as directory:
-            save_state(state, directory)
+            place.save(state, Path(directory))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
     results = ResultsDir(run.results)
@@ -116,7 +115,7 @@ def run_trial(config: dict[str, Any]) -> None:
         store=store,
         state=state,
         device=device,
-        shard=Shard(),
+        shard=place.shard(state),
         report=tune.report,
         save_and_report=save_and_report,
         writes_results=True,

@@ -69,8 +69,8 @@ def prepare_tokens(
     if len(store.train) < min_train_tokens:
         fix = "raise data.synthetic.tokens" if data.corpus == "synthetic" else "use a larger corpus"
         raise DataError(
-            f"grid.tokens max {min_train_tokens:,} exceeds the {len(store.train):,} training tokens of "
-            f"{store.corpus} ({store.tokenizer}): lower grid.tokens or {fix}"
+            f"the grid's largest D, {min_train_tokens:,} tokens, exceeds the {len(store.train):,} training tokens of "
+            f"{store.corpus} ({store.tokenizer}): lower grid.tokens (or grid.flops, grid.tokens_per_param) or {fix}"
         )
     return store
 

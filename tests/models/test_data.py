@@ -198,7 +198,7 @@ def test_stdlib_builds_are_deterministic(stdlib_store: TokenStore, tmp_path: Pat
 def test_too_few_training_tokens_names_both_numbers(tmp_path: Path) -> None:
     with pytest.raises(
         DataError,
-        match=r"grid.tokens max 5,000,000 exceeds the 20,000 training tokens of "
+        match=r"the grid's largest D, 5,000,000 tokens, exceeds the 20,000 training tokens of "
         r"synthetic \(symbols\): lower grid.tokens",
     ):
         prepare_tokens(synthetic(tmp_path, tokens=20_000), min_train_tokens=5_000_000)
