@@ -15,7 +15,9 @@ writes shared files. A state marks itself complete by its placement's ``marker``
 Which states are kept, and what they cost. The state at every cell's fork point is kept after its branch has run:
 a grown tokens axis forks from it (a smaller D) or continues from the last one (a larger D) instead of retraining.
 With ``train.checkpoint_interval`` a segment also saves a state every that many steps, so a killed stable run resumes
-from the last one; it keeps only the latest such state and removes it when the segment ends. One state holds the
+from the last one; it keeps only the latest such state and removes it when the segment ends. Such a state is marked
+``periodic``, so that one left behind by a kill between saving the next and removing it is removed by the segment that
+resumes. One state holds the
 weights and both AdamW moments in float32 (12 bytes per parameter; sharded, the ranks' files hold that together, plus
 a few kB of safetensors headers each) plus the logged rows: per stable run, the grid's number of D values times that
 (a 1x64 laptop model, 115k parameters: 1.4 MB; a 1B model: 12 GB).
@@ -42,6 +44,8 @@ class StableStates:
 
     root: Path
     marker: str
+    PERIODIC = "periodic"
+    """The file that marks a state as a periodic checkpoint (not a fork point: removed once a later state exists)."""
 
     def path(self, step: int) -> Path:
         return self.root / f"step-{step}"
@@ -51,8 +55,14 @@ class StableStates:
         found = (p.parent.name.removeprefix("step-") for p in self.root.glob(f"step-*/{self.marker}"))
         return sorted(int(step) for step in found if step.isdigit())
 
-    def save(self, state: TrainState, placement: Placement) -> None:
+    def periodic_steps(self) -> list[int]:
+        """The steps of the complete states that are periodic checkpoints, ascending."""
+        return [step for step in self.steps() if (self.path(step) / self.PERIODIC).exists()]
+
+    def save(self, state: TrainState, placement: Placement, *, periodic: bool = False) -> None:
         placement.save(state, self.path(state.step))
+        if periodic and placement.main:
+            (self.path(state.step) / self.PERIODIC).touch()
 
     def load(self, trial: TrialConfig, vocab_size: int, step: int, placement: Placement) -> TrainState:
         """The state at `step` (0: the trial's fresh init), ready to train."""
@@ -90,6 +100,8 @@ def run_segment(
     shard = placement.shard(state)
     # the periodic checkpoint of this segment, at most one (a resumed segment starts from one)
     kept = [segment.start] if segment.start and segment.start not in run.fork_steps else []
+    for stale in (step for step in states.periodic_steps() if step < segment.start):
+        states.remove(stale, placement)  # a kill came between saving a later checkpoint and removing this one
     retained = set(states.steps())
 
     def on_report(report: Report) -> None:
@@ -98,7 +110,7 @@ def run_segment(
             on_probe(report.state)
         # a state already on disk (a fork point of a finished cell) is not a periodic checkpoint to prune
         if report.checkpoint and step not in run.fork_steps and step not in retained:
-            states.save(report.state, placement)
+            states.save(report.state, placement, periodic=True)
             for old in kept:
                 states.remove(old, placement)
             kept[:] = [step]

@@ -12,7 +12,7 @@ from models.branching import StableStates, branch_state, diverged_outcome, run_s
 from models.data import prepare_tokens
 from models.placement import OneProcess
 from models.state import new_state
-from models.train import train
+from models.train import advance, train
 from sweeps.branching import Segment, StableRun, fork_step, lm_units
 from sweeps.studies import parse_spec
 
@@ -76,6 +76,21 @@ def test_a_stable_run_in_stretches_is_the_uninterrupted_one(run_and_store, tmp_p
     assert comparable(a.rows) == comparable(b.rows)
     for (name, x), (_, y) in zip(a.model.state_dict().items(), b.model.state_dict().items(), strict=True):
         assert torch.equal(x, y), name
+
+
+def test_a_resumed_stretch_removes_the_periodic_checkpoint_a_kill_left_behind(run_and_store, tmp_path: Path) -> None:
+    # a stretch killed after saving its checkpoint at 30 but before removing the one at 20 leaves both; the stretch
+    # that resumes from 30 removes the one at 20 and, once it ends, its own: only fork states remain
+    run, store = run_and_store
+    states = StableStates(tmp_path / "states", HERE.marker)
+    run_segment(run, Segment(0, (16,)), store, states, placement=HERE)
+    state = states.load(run.longest, store.vocab_size, 16, HERE)
+    for step in (20, 30):
+        advance(run.longest, store, state, until=step, device=CPU)
+        states.save(state, HERE, periodic=True)
+    assert (states.steps(), states.periodic_steps()) == ([16, 20, 30], [20, 30])
+    run_segment(run, Segment(30, (36, 72)), store, states, placement=HERE)
+    assert (states.steps(), states.periodic_steps()) == ([16, 36, 72], [])
 
 
 def test_a_stable_run_that_diverges_ends_each_later_cell_as_its_separate_trial_would(tiny_study, tmp_path) -> None:
