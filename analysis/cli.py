@@ -25,7 +25,6 @@ from analysis.points import N_CONVENTIONS, default_n
 from analysis.recommend import (
     GroupRecommendation,
     family_of,
-    flops_for_loss,
     format_recommendation,
     recommend,
     study_designs,
@@ -200,7 +199,7 @@ def recommend_main(
             if why:
                 print(f"{design.label}: --loss needs the joint law's allocation: {why}", file=sys.stderr)
                 continue
-            interval = flops_for_loss(design.joint, loss)  # type: ignore[arg-type]
+            interval = design.joint.compute_for_loss(loss)  # type: ignore[union-attr]
             budget = interval.value
         recommendations.append(recommend(design, budget, family=family, throughput=throughput, flops_interval=interval))
     if not recommendations:

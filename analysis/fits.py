@@ -227,6 +227,21 @@ class ChinchillaFit(_LawFit):
         out["loss"] = self._predict(out["n_opt"], out["d_opt"])
         return pd.DataFrame(out)
 
+    def compute_for_loss(self, loss: float) -> Estimate:
+        """The budget C at which the compute-optimal loss reaches ``loss``, with the bootstrap interval (``high`` is
+        inf when some resamples' E is at or above ``loss``: their frontier never reaches it). Along the frontier
+        L_opt(C) = E + K·(C/6)^(−αβ/(α+β)) with K = A·G^(−α) + B·G^β, so C = 6·(K/(L − E))^((α+β)/(αβ)). Raises
+        AnalysisInputError when ``loss`` is at or below the fitted E: no budget reaches it."""
+        e = float(np.exp(self.theta[2]))
+        if loss <= e:
+            raise AnalysisInputError(
+                f"--loss {loss:g}: not reachable: at or below the law's irreducible loss E = {e:.4g} nats/token"
+            )
+        samples = _compute_at_loss(self.bootstrap_theta, loss)
+        tail = (1 - self.options.ci) / 2
+        low, high = np.quantile(np.where(np.isfinite(samples), samples, np.inf), [tail, 1 - tail])
+        return Estimate(float(_compute_at_loss(self.theta[None], loss)[0]), float("nan"), float(low), float(high))
+
 
 def _why_no_allocation(params: dict[str, Estimate]) -> str:
     if params["a"].status == "by form":
@@ -255,6 +270,16 @@ def _n_opt(t: np.ndarray, c: np.ndarray) -> np.ndarray:
     share = t[:, 4] / (t[:, 3] + t[:, 4])
     with np.errstate(invalid="ignore"):
         return np.exp(_log_g(t)[:, None] + share[:, None] * np.log(c / 6)[None])
+
+
+def _compute_at_loss(t: np.ndarray, loss: float) -> np.ndarray:
+    a, b, alpha, beta = t[:, 0], t[:, 1], t[:, 3], t[:, 4]
+    log_g = _log_g(t)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        k = np.exp(a - alpha * log_g) + np.exp(b + beta * log_g)
+        gap = loss - np.exp(t[:, 2])
+        compute = 6 * (k / gap) ** ((alpha + beta) / (alpha * beta))
+    return np.where(gap > 0, compute, np.inf)
 
 
 def _d_opt(t: np.ndarray, c: np.ndarray) -> np.ndarray:

@@ -24,9 +24,8 @@ An approach that is not identified gives no numbers, only its reason. For each i
   in log-log over the median of each size and marked extrapolated outside the sizes measured; on the study's own
   devices.
 
-``--loss L`` asks for the budget at which the joint law's compute-optimal loss reaches L: along the frontier
-L_opt(C) = E + K·(C/6)^(−αβ/(α+β)) with K = A·G^(−α) + B·G^β and G = (αA/(βB))^(1/(α+β)), so C = 6·(K/(L − E))^((α+β)/
-(αβ)). A loss at or below E is not reachable with any budget.
+``--loss L`` asks for the budget at which the joint law's compute-optimal loss reaches L
+(``ChinchillaFit.compute_for_loss``). A loss at or below E is not reachable with any budget.
 """
 
 from __future__ import annotations
@@ -351,32 +350,6 @@ def _shape_and_cost(
             }
         )
     return shape_json, cost
-
-
-def flops_for_loss(fit: ChinchillaFit, loss: float) -> Estimate:
-    """The budget C at which the law's compute-optimal loss reaches ``loss`` (module docstring), with the
-    bootstrap interval; ``high`` is inf when some resamples' E is at or above ``loss`` (their frontier never
-    reaches it). Raises AnalysisInputError when ``loss`` is at or below the fitted E."""
-    e = float(np.exp(fit.theta[2]))
-    if loss <= e:
-        raise AnalysisInputError(
-            f"--loss {loss:g}: not reachable: at or below the law's irreducible loss E = {e:.4g} nats/token"
-        )
-    value = float(_flops_at(fit.theta[None], loss)[0])
-    samples = _flops_at(fit.bootstrap_theta, loss)
-    tail = (1 - fit.options.ci) / 2
-    low, high = np.quantile(np.where(np.isfinite(samples), samples, np.inf), [tail, 1 - tail])
-    return Estimate(value, float("nan"), float(low), float(high))
-
-
-def _flops_at(theta: np.ndarray, loss: float) -> np.ndarray:
-    log_a, log_b, e, alpha, beta = (theta[:, i] for i in range(5))
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        log_g = (np.log(alpha) + log_a - np.log(beta) - log_b) / (alpha + beta)
-        k = np.exp(log_a - alpha * log_g) + np.exp(log_b + beta * log_g)
-        gap = loss - np.exp(e)
-        flops = 6 * (k / gap) ** ((alpha + beta) / (alpha * beta))
-    return np.where(gap > 0, flops, np.inf)
 
 
 def study_designs(

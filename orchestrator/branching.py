@@ -278,12 +278,31 @@ class _Work:
     segment: Segment | None = None
     cell: TrialConfig | None = None
 
-    def flops(self, per_step: dict[str, float]) -> float:
-        """Its training FLOPs, from the FLOPs per step of each trial."""
+    @property
+    def trial(self) -> TrialConfig:
+        """The trial whose schedule it trains: the cell's, or the stable run's longest cell's."""
+        return self.cell or self.run.longest
+
+    @property
+    def span(self) -> tuple[str, int, int]:
+        """Whose steps it trains, from and to: (trial id, fork, steps) of a branch, (stable id, start, end) of a
+        stretch."""
         if self.cell is not None:
-            return (self.cell.steps - fork_step(self.cell)) * per_step[self.cell.trial_id]
+            return self.cell.trial_id, fork_step(self.cell), self.cell.steps
         assert self.segment is not None
-        return self.segment.steps * per_step[self.run.longest.trial_id]
+        return self.run.stable_id, self.segment.start, self.segment.end
+
+    @property
+    def key(self) -> str:
+        """Its key as a piece of work on the progress line, as its segments row names it."""
+        return "-".join(map(str, self.span))
+
+    def piece(self, per_step: dict[str, float]) -> Piece:
+        """It as a piece of work for the ETA: its model size, tokens and FLOPs (steps × the trial's FLOPs per step)."""
+        _, start, end = self.span
+        trial = self.trial
+        tokens = (end - start) * trial.train.batch_size * trial.shape.seq_len
+        return Piece(trial.shape.label, tokens, (end - start) * per_step[trial.trial_id])
 
 
 class _Schedule:
@@ -396,30 +415,13 @@ class BranchRunner:
         limit = max_concurrent or res.max_concurrent or distributed_slots(res)
         probed = cells[0].probes is not None and cells[0].probes.curvature is not None
         queue, queue_name = start_queue() if probed else (None, None)
-        # each task is a piece of work for the ETA, keyed as its segments row: a stretch of stable run or a cooldown,
-        # its tokens and FLOPs (steps × FLOPs per step), sized by its model
+        # each task is a piece of work for the ETA, keyed as its segments row
         per_step = {p.trial.trial_id: p.flops / max(1, p.steps) for p in plan(cells, {}, _vocab(cells))}
         schedule = _Schedule(units, results)
         planned = [_Work(run, segment=segment) for run, segment in schedule.segments] + [
             _Work(unit, cell=cell) for unit in units for cell in unit.cells
         ]
-
-        def span(work: _Work) -> tuple[str, int, int]:
-            if work.cell is not None:
-                return work.cell.trial_id, fork_step(work.cell), work.cell.steps
-            assert work.segment is not None
-            return work.run.stable_id, work.segment.start, work.segment.end
-
-        def key(work: _Work) -> str:
-            return "-".join(map(str, span(work)))
-
-        def piece(work: _Work) -> Piece:
-            trial = work.cell or work.run.longest
-            _, start, end = span(work)
-            tokens = (end - start) * trial.train.batch_size * trial.shape.seq_len
-            return Piece(trial.shape.label, tokens, work.flops(per_step))
-
-        pieces = {key(w): piece(w) for w in planned}
+        pieces = {w.key: w.piece(per_step) for w in planned}
         progress = Progress(spec.name, len(cells), noun=self.noun, work=pieces, stream=stream)
         ended: dict[str, bool] = {}
         running: dict[Any, _Work] = {}
@@ -462,13 +464,13 @@ class BranchRunner:
                 except ray.exceptions.RayError as err:
                     ok = False
                     again = failed(work, err)
-                ended[key(work)] = ok  # a failed stretch is planned anew (other keys), a failed branch runs again
+                ended[work.key] = ok  # a failed stretch is planned anew (other keys), a failed branch runs again
                 schedule.settle(work, ok=ok, again=again, statuses=statuses)
             submit()
             progress.update(
                 statuses=statuses,
                 running=schedule.in_flight(running.values()),
-                in_flight=dict.fromkeys(map(key, running.values())),
+                in_flight=dict.fromkeys(w.key for w in running.values()),
                 ended=ended,
             )
         progress.close()

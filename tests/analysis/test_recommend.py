@@ -18,7 +18,7 @@ import pytest
 
 from analysis import AnalysisInputError
 from analysis.fits import fit_chinchilla
-from analysis.recommend import family_of, flops_for_loss, throughput_of
+from analysis.recommend import family_of, throughput_of
 from orchestrator.cli import main
 from sweeps.accounting import ModelShape, shape_counts
 
@@ -108,12 +108,12 @@ def test_the_budget_of_a_target_loss_is_the_closed_form(gen) -> None:
     n = points["params_non_embedding"] + 32_768
     fit = fit_chinchilla(n, points["tokens"], points["final_eval_loss"], n_bootstrap=100)
     target = float(fit.compute_optimal([1e18])["loss"][0])
-    budget = flops_for_loss(fit, target)
+    budget = fit.compute_for_loss(target)
     assert budget.value == pytest.approx(1e18, rel=1e-8)  # the frontier's loss at that budget is the target
     assert budget.low < 1e18 < budget.high
     e = math.exp(fit.theta[2])
     with pytest.raises(AnalysisInputError, match="not reachable"):
-        flops_for_loss(fit, e * 0.99)
+        fit.compute_for_loss(e * 0.99)
 
 
 def test_without_a_budget_grid_isoflop_is_not_identified_and_ray_never_starts(tmp_path: Path, gen) -> None:
