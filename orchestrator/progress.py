@@ -18,11 +18,15 @@ that shows it ended, so worker start-up, data loading and evaluation count, as t
 
 - a start-up cost per piece (worker start, data loading; fitted by least squares once pieces of one size with
   different token counts have ended, else 0) plus seconds per token of each model size, from its finished pieces;
-- a size with nothing finished yet takes the measured size nearest in FLOPs per token, scaled by the ratio of FLOPs
-  per token to the power k: k is fitted (log-log least squares, clipped to [0, 1]) once two sizes are measured, and
-  is 0 before, i.e. the measured tokens/s, since tiny models are overhead-bound (k = 0) and large ones compute-bound
-  (k = 1) and one size cannot tell which; a piece of that size in flight longer than this says raises it (it took at
-  least that long);
+- the sizes' law: log seconds per token against log FLOPs per token, a line of slope k through the measured sizes,
+  each weighted by the tokens it has measured. k is clipped to [0, 1] and is 0 while one size is measured (tiny
+  models are overhead-bound, k = 0, and large ones compute-bound, k = 1; one size cannot tell which);
+- a size's seconds per token is its own measured rate and the law's, mixed (in logs) by the share of the size's
+  tokens already measured: a size with nothing finished takes the law's; a size whose only finished piece is a short
+  first branch (mostly start-up and evaluation, so seconds per token many times its real rate) barely moves from the
+  law while its long stretches are still to come; a size that has trained most of its tokens takes its own;
+- a piece in flight has taken at least what it has run, so the pieces of its size no bigger than it take at least
+  its seconds per token so far (a small piece bounds nothing bigger: its time is mostly start-up);
 - the pieces in flight keep what their estimate leaves after the time they have run, and the pieces not started are
   laid out in plan order on as many slots as the most pieces seen in flight at once: the ETA is when the last ends.
 
@@ -30,6 +34,10 @@ Only before any piece has finished does the ETA fall back to the FLOPs share: el
 with the FLOPs done of pieces in flight read from the fraction they report (Tune trials report their step); a part
 whose pieces report nothing shows "ETA …" until the first piece ends. Measured throughput replaces the FLOPs share
 because tiny models are not compute-bound: on the laptop study the FLOPs share promised hours for minutes of work.
+
+**What it cannot foresee.** The estimate assumes the machine keeps the speed it had while the pieces were timed. On
+a machine shared with other jobs whose load changes by more than 2× within the time left, the ETA is off by about
+that factor until the pieces timed at the new speed end (the README shows such a recording).
 
 **Output.** On a terminal the line is redrawn in place (at most once a second, and when a count changes). In a log
 (CI, a Ray job's ``scalesweep logs``) one line is printed at most every ``every_s`` seconds, and the last one at the
@@ -191,7 +199,10 @@ class Progress:
             done += sum(w.flops * (f or 0.0) for w, _, f in flying)
             left = sum(w.flops for w in pending) + sum(w.flops * (1 - (f or 0.0)) for w, _, f in flying)
             return (now - self.started) * left / done if done else None
-        duration = _durations(measured, [(w, ran) for w, ran, _ in flying])
+        remaining: dict[str, float] = {}
+        for work in [*pending, *(w for w, _, _ in flying)]:
+            remaining[work.size] = remaining.get(work.size, 0.0) + work.amount
+        duration = _durations(measured, [(w, ran) for w, ran, _ in flying], remaining)
         left_in_flight = [max(0.0, duration(w) - ran) for w, ran, _ in flying]
         return _makespan(left_in_flight, [duration(w) for w in pending], max(1, self.slots))
 
@@ -211,35 +222,44 @@ class Progress:
         self.stream.flush()
 
 
-def _durations(measured: list[tuple[Piece, float]], flying: list[tuple[Piece, float]]) -> Callable[[Piece], float]:
-    """How long a piece of work takes, from the `measured` (piece, seconds) and the lower bounds the `flying`
-    (piece, seconds so far) give: a start-up cost per piece plus seconds per token of its size (module docstring)."""
+def _durations(
+    measured: list[tuple[Piece, float]], flying: list[tuple[Piece, float]], remaining: Mapping[str, float]
+) -> Callable[[Piece], float]:
+    """How long a piece of work takes, from the `measured` (piece, seconds), the lower bounds the `flying`
+    (piece, seconds so far) give, and the amount each size still has to train (`remaining`): a start-up cost per
+    piece plus seconds per token of its size (module docstring)."""
     sizes = sorted({work.size for work, _ in measured})
     design = np.array([[1.0] + [work.amount * (work.size == s) for s in sizes] for work, _ in measured])
     took = np.array([seconds for _, seconds in measured])
     coefficients, _, rank, _ = np.linalg.lstsq(design, took, rcond=None)
     # the start-up cost is told apart from the per-token time only by pieces of one size with different amounts
     startup = float(np.clip(coefficients[0], 0.0, took.min())) if rank == design.shape[1] else 0.0
-    log_x, log_y = {}, {}
+    log_x, log_y, tokens = {}, {}, {}
     for size in sizes:
         pieces = [(work, seconds) for work, seconds in measured if work.size == size]
-        amount = sum(work.amount for work, _ in pieces)
+        tokens[size] = sum(work.amount for work, _ in pieces)
         log_x[size] = math.log(pieces[0][0].flops_per_amount)
-        log_y[size] = math.log(max(sum(seconds - startup for _, seconds in pieces), 1e-9) / max(amount, 1e-9))
+        log_y[size] = math.log(max(sum(seconds - startup for _, seconds in pieces), 1e-9) / max(tokens[size], 1e-9))
+    # the sizes' law: log seconds per token against log FLOPs per token, each size weighted by the tokens it measured
+    weight = np.array([tokens[s] for s in sizes])
     exponent = NO_SIZE_MEASURED_EXPONENT
     if len(set(log_x.values())) >= 2:
-        exponent = float(np.clip(np.polyfit(list(log_x.values()), list(log_y.values()), 1)[0], 0.0, 1.0))
-    at_least: dict[str, float] = {}  # a size's seconds per token is at least what its pieces in flight have taken
-    for work, ran in flying:
-        at_least[work.size] = max(at_least.get(work.size, 0.0), (ran - startup) / max(work.amount, 1e-9))
+        fitted = np.polyfit([log_x[s] for s in sizes], [log_y[s] for s in sizes], 1, w=np.sqrt(weight))[0]
+        exponent = float(np.clip(fitted, 0.0, 1.0))
+    offset = float(np.average([log_y[s] - exponent * log_x[s] for s in sizes], weights=weight))
+    # a piece in flight has taken at least what it ran: a lower bound for the pieces of its size no bigger than it
+    # (a small piece is mostly start-up cost and bounds nothing bigger)
+    bounds = [(work.size, work.amount, (ran - startup) / max(work.amount, 1e-9)) for work, ran in flying]
 
     def duration(work: Piece) -> float:
-        if work.size in log_y:
-            return startup + work.amount * math.exp(log_y[work.size])
-        x = math.log(work.flops_per_amount)
-        nearest = min(sizes, key=lambda s: abs(log_x[s] - x))
-        scaled = math.exp(log_y[nearest] + exponent * (x - log_x[nearest]))
-        return startup + work.amount * max(scaled, at_least.get(work.size, 0.0))
+        by_law = offset + exponent * math.log(work.flops_per_amount)
+        own = tokens.get(work.size, 0.0)
+        # a size's own rate counts by the share of its tokens measured: a short first piece, mostly start-up and
+        # evaluation, says little of the long ones still to come, which the other sizes' law says better
+        share = own / (own + remaining.get(work.size, 0.0)) if own else 0.0
+        log_rate = by_law + share * (log_y.get(work.size, by_law) - by_law)
+        floor = max((rate for size, amount, rate in bounds if size == work.size and amount >= work.amount), default=0.0)
+        return startup + work.amount * max(math.exp(log_rate), floor)
 
     return duration
 

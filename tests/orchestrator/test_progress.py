@@ -81,6 +81,44 @@ def test_an_unmeasured_size_is_scaled_by_flops_per_token_to_the_fitted_power() -
     assert progress.eta(50.0) == pytest.approx(160.0)  # the fitted k = 1: 16 s a token
 
 
+def test_a_size_known_only_from_a_short_piece_leans_on_the_other_sizes_by_its_measured_share() -> None:
+    clock = Clock()
+    # a and b have the same FLOPs per token (so the law's k is 0); b has trained 10 of its 1000 tokens
+    work = {"a1": Piece("a", 100, 100.0), "b1": Piece("b", 10, 10.0), "b2": Piece("b", 990, 990.0)}
+    progress = _progress(work, clock)
+    progress.update(statuses={}, running=2, in_flight={"a1": None, "b1": None}, ended={})
+    clock.now = 40.0  # b1: 4 s a token (a short piece, mostly start-up)
+    progress.update(statuses={"b1": "ok"}, running=1, in_flight={"a1": None}, ended={"b1": True})
+    clock.now = 100.0  # a1: 1 s a token
+    progress.update(statuses={"a1": "ok", "b1": "ok"}, running=0, in_flight={}, ended={"a1": True, "b1": True})
+    # the law: the sizes' log rates weighted by their tokens, log 4 × 10/110; b's own log 4 counts by 10/1000:
+    # log rate = 0.01 · log 4 + 0.99 · log 4 · 10/110 = 0.1 · log 4 (no start-up: no size has two amounts)
+    assert progress.eta(100.0) == pytest.approx(990 * 4**0.1)
+
+
+def test_a_piece_in_flight_bounds_the_pieces_of_its_size_no_bigger_than_it() -> None:
+    clock = Clock()
+    work = {
+        "s": Piece("x", 100, 100.0),
+        "small": Piece("y", 10, 10.0),
+        "big": Piece("y", 1000, 1000.0),
+        "small2": Piece("y", 10, 10.0),
+    }
+    progress = _progress(work, clock, every_s=1e9)
+    progress.update(statuses={}, running=1, in_flight={"s": None}, ended={})
+    clock.now = 100.0  # x: 1 s a token; y has nothing finished, the law (one size, k = 0) says 1 s a token too
+    progress.update(statuses={"s": "ok"}, running=1, in_flight={"small": None}, ended={"s": True})
+    clock.now = 150.0  # small has run 50 s for 10 tokens: mostly start-up, it bounds nothing bigger than itself
+    progress.update(statuses={"s": "ok"}, running=1, in_flight={"small": None}, ended={"s": True})
+    assert progress.eta(150.0) == pytest.approx(0 + 1000 + 50)  # small may end now; big at 1 s, small2 at 5 s a token
+    clock.now = 200.0
+    ended = {"s": True, "small": True}
+    progress.update(statuses=dict.fromkeys(ended, "ok"), running=1, in_flight={"big": None}, ended=ended)
+    clock.now = 3200.0  # big has run 3000 s, 3 s a token so far: it may end now, and small2 takes at least 3 s a token
+    progress.update(statuses=dict.fromkeys(ended, "ok"), running=1, in_flight={"big": None}, ended=ended)
+    assert progress.eta(3200.0) == pytest.approx(0 + 10 * 3.0)
+
+
 def test_before_anything_ends_the_eta_is_the_flops_share_of_what_pieces_report_done() -> None:
     clock = Clock()
     work = {"a": Piece("x", 10, 50.0), "b": Piece("x", 10, 50.0)}
@@ -181,15 +219,44 @@ def _within_twice_after_a_tenth(seen: list[tuple[int, float | None, float, float
     return off
 
 
-@pytest.mark.parametrize("name", ["laptop-busy.json"])
-def test_eta_of_a_recorded_laptop_study_is_within_twice_the_truth_after_a_tenth(name: str) -> None:
+RECORDINGS = {
+    # `scalesweep run` on this project's 2-core machine, its Progress feed recorded: the study, how it ran, how long
+    "laptop-busy.json": "laptop, branching; 2 cores shared with other studies' tests (load average 10-19); 6 min 23 s",
+    "laptop-quiet.json": "laptop, branching; a quiet machine; 1 min 28 s",
+    "laptop-tune.json": "laptop with branching: false, every cell a Tune trial; a quiet machine; 2 min 17 s",
+    "isoflop-quiet.json": "isoflop, branching (pieces of 1.5 s to 38 s); a quiet machine; 1 min 42 s",
+    "isoflop-busy.json": "isoflop, branching; two busy processes at Ray's worker niceness all along; 3 min 44 s",
+}
+
+
+def _cells(recording: dict[str, Any]) -> int:
+    return sum(1 for key in recording["work"] if not key.startswith("s-"))  # the cells (branches), not stretches
+
+
+@pytest.mark.parametrize("name", sorted(RECORDINGS))
+def test_eta_of_a_recorded_study_is_within_twice_the_truth_after_a_tenth(name: str) -> None:
     recording = json.loads((FIXTURES / name).read_text())
-    total = sum(1 for key in recording["work"] if not key.startswith("s-"))  # the cells (branches), not stretches
     seen = replay(recording)
     assert len({done for done, *_ in seen}) >= 10
-    assert _within_twice_after_a_tenth(seen, total) == []
-    # the failure the issue measured, in the same feed: the FLOPs share was more than twice off after a tenth
-    assert any(done >= total / 10 and former > 2 * truth for done, _, truth, former in seen)
+    assert _within_twice_after_a_tenth(seen, _cells(recording)) == []
+
+
+def test_the_flops_share_the_issue_measured_was_more_than_twice_off_on_the_same_feed() -> None:
+    recording = json.loads((FIXTURES / "laptop-busy.json").read_text())
+    total = _cells(recording)
+    assert any(done >= total / 10 and former > 2 * truth for done, _, truth, former in replay(recording))
+
+
+def test_eta_holds_on_a_machine_that_speeds_up_until_the_pieces_timed_at_the_new_speed_end() -> None:
+    """What the estimate cannot foresee (module docstring). This laptop run shared 2 cores with other jobs (load average
+    about 19) that ended in its last minute: the largest size trained 128 steps in 7.9-8.1 s in its cooldowns, against
+    23.7 s on average over its stable run (38.5 s for the first 128). Until the first of those cooldowns ended (24 of
+    30 trials) the ETA held 2×; after it the ETA is 2.4-2.7× too long for the last 20 s (README)."""
+    recording = json.loads((FIXTURES / "laptop-speedup.json").read_text())
+    seen = replay(recording)
+    before = [entry for entry in seen if entry[0] <= 24]
+    assert _within_twice_after_a_tenth(before, _cells(recording)) == []
+    assert len(before) == 24
 
 
 def _gpu_like_study() -> dict[str, Any]:
