@@ -47,6 +47,13 @@ class GroupFit:
             return "free" if self.selection is None else "none identified"
         return self.selection.chosen.spec.name
 
+    def rows_of(self, points: pd.DataFrame) -> pd.DataFrame:
+        """The rows of `points` in this group: every key column equal to its value (missing where it is missing)."""
+        mask = pd.Series(True, index=points.index)
+        for column, value in self.keys.items():
+            mask &= points[column].isna() if pd.isna(value) else points[column] == value
+        return points[mask]
+
 
 @dataclass(frozen=True)
 class ExponentDifference:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -97,6 +98,11 @@ class _LawFit:
     def params(self) -> dict[str, Estimate]:
         """E, A(, B), α(, β) (and a, b for the joint law) in natural units with bootstrap intervals and
         identifiability verdicts."""
+        return dict(self._judged_params)
+
+    @cached_property
+    def _judged_params(self) -> dict[str, Estimate]:
+        # a report or recommendation asks a fit for its parameters many times; the fit never changes
         functions = self._param_functions()
         raw = {name: self._estimate(fn) for name, fn in functions.items()}
         verdicts = self.verdicts(raw)

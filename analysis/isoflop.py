@@ -21,7 +21,7 @@ budget, take its minimum N*(C), and fit N_opt ∝ C^a and D_opt ∝ C^b through 
   (C = 6·N·D with N = the points' N; with N with the head that is the trials' ``flops`` convention), so b = 1 − a
   exactly. Their interval refits the line through each bootstrap resample's minima (resample j of every budget
   together), so it carries each minimum's own uncertainty; it does not widen for scatter of the minima about the
-  line beyond that, which the minima's residuals from the line (``Budget.line_residual``) show. a and b are
+  line beyond that. a and b are
   identified with at least ``MIN_BUDGETS`` kept budgets and an interval of positive width inside (0, 1), where
   N_opt and D_opt both grow with C.
 """
@@ -63,8 +63,6 @@ class Budget:
     """``kept``, or why the budget is left out of the exponents."""
     log_n_samples: np.ndarray
     """log N* of each bootstrap resample (nan where the resampled parabola has no minimum)."""
-    line_residual: float = float("nan")
-    """log N* minus the fitted line at this C (kept budgets of a fitted line only)."""
 
     @property
     def kept(self) -> bool:
@@ -178,11 +176,6 @@ def fit_isoflop(
     resampled = np.array([b.log_n_samples for b in kept])  # (budgets, S)
     complete = np.isfinite(resampled).all(axis=0)
     line_samples = np.array([np.polyfit(log_c, column, 1) for column in resampled[:, complete].T])
-    residuals = log_n - (a * log_c + k)
-    budgets = tuple(
-        _with_residual(b, residuals[kept.index(b)]) if b.kept else b
-        for b in budgets  # kept budgets in order
-    )
     tail = (1 - ci) / 2
     low, high = np.quantile(line_samples[:, 0], [tail, 1 - tail])
     se = float(np.std(line_samples[:, 0], ddof=1))
@@ -266,18 +259,6 @@ def _log_vertex(coefficients: np.ndarray) -> np.ndarray:
 
 def _point(log_vertex: float) -> Estimate:
     return Estimate(float(np.exp(log_vertex)), float("nan"), float("nan"), float("nan"))
-
-
-def _with_residual(budget: Budget, residual: float) -> Budget:
-    return Budget(
-        budget.flops,
-        budget.points,
-        budget.coefficients,
-        budget.n_opt,
-        budget.status,
-        budget.log_n_samples,
-        float(residual),
-    )
 
 
 def _why_no_line(budgets: tuple[Budget, ...], kept: list[Budget]) -> str:

@@ -75,10 +75,7 @@ def group_designs(
     """Both approaches for every group ``comparison`` fitted (joint law, form chosen per group) on ``points``."""
     designs = []
     for index, group in enumerate(comparison.groups):
-        mask = pd.Series(True, index=points.index)
-        for column, value in group.keys.items():
-            mask &= points[column].isna() if pd.isna(value) else points[column] == value
-        frame = points[mask]
+        frame = group.rows_of(points)
         chosen = group.selection is None or group.selection.chosen is not None
         joint = group.fit if chosen else None
         why = "" if chosen else group.selection.reason  # type: ignore[union-attr]

@@ -28,6 +28,7 @@ from analysis import plots
 from analysis.compare import GroupComparison, GroupFit, compare_groups, group_e
 from analysis.extrapolation import extrapolation_check
 from analysis.fits import Estimate
+from analysis.isoflop import BUDGET
 from analysis.points import GROUP_COLUMNS, default_n, varying_lr
 from analysis.recommend import GroupDesign, group_designs
 from analysis.results import Results, summarize
@@ -67,9 +68,9 @@ def build_sections(
         )
         for index, group in enumerate(comparison.groups):
             say(f"extrapolation check of {group.label} …")
-            frame = _group_points(points, group)
+            frame = group.rows_of(points)
             sections.append(_group_section(group, index, frame, n_bootstrap))
-        if "flops_budget" in points.columns and points["flops_budget"].notna().any():
+        if BUDGET in points.columns and points[BUDGET].notna().any():
             for index, design in enumerate(group_designs(points, comparison, n_bootstrap=n_bootstrap)):
                 sections.append(_isoflop_section(design, index))
         if comparison.unfitted:
@@ -164,13 +165,6 @@ def write_report(sections: list[Section], out_dir: Path, *, title: str) -> tuple
     html_path.write_text(_HTML.format(title=html.escape(title), body="\n".join(body)), encoding="utf-8")
     md_path.write_text("\n".join(md), encoding="utf-8")
     return html_path, md_path
-
-
-def _group_points(points: pd.DataFrame, group: GroupFit) -> pd.DataFrame:
-    mask = pd.Series(True, index=points.index)
-    for column, value in group.keys.items():
-        mask &= points[column].isna() if pd.isna(value) else points[column] == value
-    return points[mask]
 
 
 def parameter_table(fit: object) -> pd.DataFrame:

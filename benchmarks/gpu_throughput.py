@@ -69,17 +69,17 @@ def main() -> None:
     del model
     torch.cuda.empty_cache()
 
-    from models.distributed import setup_process_group, shard_model, teardown_process_group
+    from models.distributed import setup_process_group, shard_model, strategy_of, teardown_process_group
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
     ctx = setup_process_group(device)
-    sharded, strategy = shard_model(
+    sharded = shard_model(
         fresh_model(torch.device("cpu")), device=ctx.device, mixed_precision=True, min_params_for_fsdp=0
     )
-    assert strategy == "fsdp"
+    assert strategy_of(sharded) == "fsdp"
     results["fsdp (world size 1)"] = measure(sharded, device)
     teardown_process_group()
 

@@ -127,7 +127,7 @@ def measure_trial_vs_bare(laptop: StudySpec, workdir: Path) -> float:
     run_study(spec, stream=io.StringIO())
     row = pd.read_parquet(Path(spec.results_path) / "trials").iloc[0]
     trial = expand(spec)[0]
-    bare = trial.train.batch_size * trial.shape.seq_len / bare_seconds_per_step(trial, int(row.vocab_size), steps=40)
+    bare = trial.batch_tokens / bare_seconds_per_step(trial, int(row.vocab_size), steps=40)
     ratio = row.tokens_per_s / bare
     print(
         f"(a) {trial.shape.label} model, batch {trial.train.batch_size}×{trial.shape.seq_len}: "
@@ -144,7 +144,7 @@ def unit_trial(unit: TrialConfig | StableRun) -> TrialConfig:
 def trained_steps(unit: TrialConfig | StableRun) -> int:
     if isinstance(unit, StableRun):
         trial = unit.longest
-        return token_budget([unit]).branched // (trial.train.batch_size * trial.shape.seq_len)
+        return token_budget([unit]).branched // trial.batch_tokens
     return unit.steps
 
 

@@ -141,13 +141,13 @@ def decoder_blocks(model: nn.Module) -> list[nn.Module]:
 
 def shard_model(
     model: nn.Module, *, device: torch.device, mixed_precision: bool, min_params_for_fsdp: int
-) -> tuple[nn.Module, Strategy]:
+) -> nn.Module:
     """Distribute `model` over the default process group: FSDP2 at or above `min_params_for_fsdp`, DDP below.
 
     Returns the module to train (the same object under FSDP, whose class FSDP2 swaps in place; a DDP wrapper
-    otherwise, see :func:`unwrap`) and the strategy used. With `mixed_precision`, compute runs in bf16 with fp32
-    weights and fp32 gradient reduction (GPU runs pass ``device.type == "cuda"``). Build the optimizer after this call:
-    FSDP replaces every parameter by a sharded DTensor.
+    otherwise, see :func:`unwrap`; :func:`strategy_of` says which). With `mixed_precision`, compute runs in bf16
+    with fp32 weights and fp32 gradient reduction (GPU runs pass ``device.type == "cuda"``). Build the optimizer after
+    this call: FSDP replaces every parameter by a sharded DTensor.
     """
     if not dist.is_initialized():
         raise RuntimeError("no process group: call setup_process_group() before shard_model()")
@@ -157,7 +157,7 @@ def shard_model(
         if mixed_precision:
             # DDP has no parameter-dtype policy; autocast keeps fp32 master weights and fp32 gradients, as FSDP's does
             use_bf16_autocast(model, device.type)
-        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None), "ddp"
+        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
     # the default policy (all None) computes and reduces in the parameters' own dtype, fp32
@@ -172,7 +172,7 @@ def shard_model(
         fully_shard(block, mesh=mesh, reshard_after_forward=i < len(blocks) - 1, mp_policy=policy)
     # the root holds what no block owns (embeddings, final norm, LM head; a tied head stays one parameter)
     fully_shard(model, mesh=mesh, mp_policy=policy)
-    return model, "fsdp"
+    return model
 
 
 def strategy_of(model: nn.Module) -> Strategy:
@@ -195,7 +195,7 @@ def sharded_state(
     Every rank builds the whole model on the CPU and draws the same seeded init, so the sharded or replicated weights
     are exactly those of the single-process run; the optimizer is made from the distributed parameters.
     """
-    model, _ = shard_model(
+    model = shard_model(
         new_state(trial, vocab_size, torch.device("cpu")).model,
         device=ctx.device,
         mixed_precision=mixed_precision,

@@ -234,7 +234,7 @@ def advance(
     order = batch_order(trial, steps, len(sequences))
     eval_sequences = store.eval_sequences(trial.shape.seq_len)
     started = time.perf_counter() - state.elapsed_offset
-    tokens_per_step = trial.train.batch_size * trial.shape.seq_len
+    tokens_per_step = trial.batch_tokens
     checkpoint_every = trial.train.checkpoint_interval
     stats = trial.train.adam_stats
     diverged = False
@@ -327,7 +327,7 @@ def summary_row(
     evals = [r for r in state.rows if r["eval_loss"] is not None]
     final_eval = evals[-1] if evals and status == "ok" else None
     recent = [r["train_loss"] for r in state.rows if r["step"] > state.step - trial.train.eval_interval]
-    tokens = state.step * trial.train.batch_size * trial.shape.seq_len
+    tokens = state.step * trial.batch_tokens
     return {
         **config_columns(trial),
         "status": status,

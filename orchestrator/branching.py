@@ -18,7 +18,8 @@ Multi-worker studies (``resources.workers`` k > 1): each segment and branch task
 on k workers (the pattern of a distributed trial, `orchestrator.trainable.torch_trainer`), which run the same segment
 and branch code on their ranks (`models.placement.Ranks`: FSDP2 or DDP, sharded states, rank 0 writes the rows); the
 task itself holds no CPU. Ray Train does not restart a failed group: the task fails and the driver's retry above
-applies, from the sharded states on disk. :func:`processes_for` is the one place that tells the two shapes apart.
+applies, from the sharded states on disk. :func:`processes_for` is where this driver tells the two shapes apart
+(`orchestrator.lm` makes the same split for Tune trials, with Tune's resource names).
 
 States live on a mounted path (local disk or NFS), as probe checkpoints do.
 """
@@ -83,8 +84,7 @@ class InProcess:
     def run(self, trial: TrialConfig, results_uri: str, name: str, work: Work) -> dict[str, str]:
         from orchestrator.trainable import TrialRun
 
-        device, store = TrialRun(trial, results_uri).set_up()
-        return work(OneProcess(device), store)
+        return work(*TrialRun(trial, results_uri).set_up())
 
 
 @dataclass(frozen=True)
@@ -126,6 +126,12 @@ def processes_for(res: ResourcesSpec) -> InProcess | OnRayTrain:
 # ------------------------------------------------------------------------------------------------ the two tasks
 
 
+def segment_id(owner: str, start: int, end: int) -> str:
+    """A stretch's or branch's name (its segments row, its task, its piece on the progress line): whose steps
+    (stable id or cell id), from and to."""
+    return f"{owner}-{start}-{end}"
+
+
 def segment_task(
     run_config: dict[str, Any], start: int, forks: list[int], results_uri: str, probe_queue: str | None
 ) -> dict[str, str]:
@@ -134,7 +140,7 @@ def segment_task(
     run = StableRun.from_config(run_config)
     segment = Segment(start, tuple(forks))
     work = partial(_train_segment, run, segment, results_uri, probe_queue)
-    name = f"{run.stable_id}-{start}-{segment.end}"
+    name = segment_id(run.stable_id, start, segment.end)
     return processes_for(run.longest.resources).run(run.longest, results_uri, name, work)
 
 
@@ -178,9 +184,10 @@ def _train_segment(
         return statuses
     _record(results, run.longest, None, run.stable_id, segment.start, end, status, started)
     if outcome.diverged_at is not None:
+        shard = placement.shard(outcome.state)
         for cell in run.cells:
             if fork_step(cell) in segment.forks and fork_step(cell) >= outcome.diverged_at:
-                result = diverged_outcome(cell, store, outcome.state, placement.shard(outcome.state))
+                result = diverged_outcome(cell, store, outcome.state, shard)
                 results.write_rows(STEPS, cell.trial_id, outcome.state.rows)
                 results.write_rows(TRIALS, cell.trial_id, [trial_bookkeeping(cell, result.row, placement.device)])
                 statuses[cell.trial_id] = result.status
@@ -193,7 +200,7 @@ def branch_task(
     """Train one cell's cooldown branch from its fork point (a Ray task); returns its status."""
     cell = TrialConfig.from_config(cell_config)
     work = partial(_train_branch, cell, fork, stable_id, results_uri, probe_queue)
-    return processes_for(cell.resources).run(cell, results_uri, f"{cell.trial_id}-{fork}-{cell.steps}", work)
+    return processes_for(cell.resources).run(cell, results_uri, segment_id(cell.trial_id, fork, cell.steps), work)
 
 
 def _train_branch(
@@ -218,11 +225,9 @@ def _train_branch(
         results=results,
         store=store,
         state=state,
-        device=placement.device,
-        shard=placement.shard(state),
+        placement=placement,
         report=_ignore,
         save_and_report=_ignore,
-        writes_results=placement.main,
         probe_every=curvature.every if curvature else 0,
         on_probe=probe_hook(cell, results, curvature, probe_queue) if curvature else None,
     )
@@ -245,20 +250,20 @@ def _record(
     status: str,
     started: float,
 ) -> None:
-    owner = cell or stable_id
+    name = segment_id(cell or stable_id, start, end)
     results.write_rows(
         SEGMENTS,
-        f"{owner}-{start}-{end}",
+        name,
         [
             {
-                "segment_id": f"{owner}-{start}-{end}",
+                "segment_id": name,
                 "study": trial.study,
                 "kind": "stable" if cell is None else "cooldown",
                 "stable_id": stable_id,
                 "trial_id": cell,
                 "start_step": start,
                 "end_step": end,
-                "tokens": (end - start) * trial.train.batch_size * trial.shape.seq_len,
+                "tokens": (end - start) * trial.batch_tokens,
                 "status": status,
                 "wall_s": time.perf_counter() - started,
                 "finished_at": datetime.now(timezone.utc).replace(microsecond=0),
@@ -295,13 +300,13 @@ class _Work:
     @property
     def key(self) -> str:
         """Its key as a piece of work on the progress line, as its segments row names it."""
-        return "-".join(map(str, self.span))
+        return segment_id(*self.span)
 
     def piece(self, per_step: dict[str, float]) -> Piece:
         """It as a piece of work for the ETA: its model size, tokens and FLOPs (steps × the trial's FLOPs per step)."""
         _, start, end = self.span
         trial = self.trial
-        tokens = (end - start) * trial.train.batch_size * trial.shape.seq_len
+        tokens = (end - start) * trial.batch_tokens
         return Piece(trial.shape.label, tokens, (end - start) * per_step[trial.trial_id])
 
 
@@ -443,7 +448,7 @@ class BranchRunner:
 
         def failed(work: _Work, err: Exception) -> bool:
             """Report a failed task; True when it may run again."""
-            owner = work.cell.trial_id if work.cell is not None else work.run.stable_id
+            owner = work.span[0]
             failures[owner] = failures.get(owner, 0) + 1
             again = failures[owner] <= res.retries
             what = f"{owner} failed ({str(err).strip().splitlines()[-1]})"

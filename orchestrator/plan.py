@@ -44,7 +44,7 @@ def plan(trials: list[TrialConfig], statuses: dict[str, str], vocab_size: int) -
     for t in trials:
         counts = shape_counts(t.shape, vocab_size)
         steps = t.steps
-        tokens = steps * t.train.batch_size * t.shape.seq_len
+        tokens = steps * t.batch_tokens
         rows.append(
             PlannedTrial(
                 t,

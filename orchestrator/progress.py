@@ -283,15 +283,15 @@ class TuneProgress(Callback):
 
     def _update(self, trials: list, ending: Any = None, ending_as: str = "TERMINATED") -> None:
         # Tune calls on_trial_complete/on_trial_error before it sets the trial's new status
-        status = {_trial_id(t): ending_as if t is ending else t.status for t in trials}
         by_id = {_trial_id(t): t for t in trials}
+        status = {i: ending_as if t is ending else t.status for i, t in by_id.items()}
         outcomes = {
             i: "failed" if s == "ERROR" else "diverged" if (by_id[i].last_result or {}).get("diverged") else "ok"
             for i, s in status.items()
             if s in ("TERMINATED", "ERROR")
         }
         running = {i: _fraction(by_id[i].last_result) for i, s in status.items() if s == "RUNNING"}
-        ended = {i: s == "TERMINATED" for i, s in status.items() if s in ("TERMINATED", "ERROR")}
+        ended = {i: outcome != "failed" for i, outcome in outcomes.items()}
         self.progress.update(statuses=outcomes, running=len(running), in_flight=running, ended=ended)
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:

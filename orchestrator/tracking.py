@@ -213,12 +213,12 @@ class _MLflow:
         from mlflow.entities import Metric, Param
 
         now = int(time.time() * 1000)
-        entities = [Metric(key, value, now, step) for key, value, step in metrics]
-        for start in range(0, len(entities), 1000):  # MLflow's limit per batch
-            self.client.log_batch(self.run_id, metrics=entities[start : start + 1000])
-        pairs = [Param(key, value) for key, value in (params or {}).items()]
-        for start in range(0, len(pairs), 100):
-            self.client.log_batch(self.run_id, params=pairs[start : start + 100])
+        # log_batch splits what exceeds MLflow's limits per request into several, and sends nothing for nothing
+        self.client.log_batch(
+            self.run_id,
+            metrics=[Metric(key, value, now, step) for key, value, step in metrics],
+            params=[Param(key, value) for key, value in (params or {}).items()],
+        )
 
     def log_steps(self, rows: list[dict[str, Any]]) -> None:
         new = [row for row in rows if row["step"] > self.through]

@@ -35,9 +35,9 @@ import transformers
 from ray import tune
 
 from models.data import TokenStore, prepare_tokens
-from models.placement import OneProcess, Ranks
+from models.placement import OneProcess, Placement, Ranks
 from models.state import TrainState
-from models.train import Report, Shard, config_columns, train
+from models.train import Report, config_columns, train
 from orchestrator.probes import probe_hook
 from orchestrator.results import ResultsDir
 from orchestrator.tracking import Mirror
@@ -70,11 +70,11 @@ class TrialRun:
     def use_gpu(self) -> bool:
         return self.trial.resources.gpus_per_trial > 0
 
-    def set_up(self) -> tuple[torch.device, TokenStore]:
-        """This process's torch threads, its device (the GPU when the trial asks for one) and the trial's tokens."""
+    def set_up(self) -> tuple[OneProcess, TokenStore]:
+        """This process's torch threads, its place (on the GPU when the trial asks for one) and the trial's tokens."""
         torch.set_num_threads(self.torch_threads)
         device = torch.device("cuda") if self.use_gpu and torch.cuda.is_available() else torch.device("cpu")
-        return device, prepare_tokens(self.trial.data, min_train_tokens=self.trial.tokens)
+        return OneProcess(device), prepare_tokens(self.trial.data, min_train_tokens=self.trial.tokens)
 
     def join_ranks(self) -> tuple[Ranks, TokenStore]:
         """In a Ray Train worker: this rank's torch threads, its place in the process group (on the device Ray Train
@@ -92,36 +92,12 @@ def run_trial(config: dict[str, Any]) -> None:
     """A single-process trial, run inside its Tune actor (``config["run"]`` is a ``TrialRun``)."""
     run = TrialRun.from_config(config["run"])
     trial = run.trial
-    device, store = run.set_up()
-    place = OneProcess(device)
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            state = place.load(trial, store.vocab_size, Path(directory))
-    else:
-        state = place.fresh(trial, store.vocab_size)
-
-    def save_and_report(state: TrainState, metrics: dict[str, Any]) -> None:
-        with tempfile.TemporaryDirectory() as directory:
-            place.save(state, Path(directory))
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
-
-    results = ResultsDir(run.results)
+    placement, store = run.set_up()
     curvature = trial.probes.curvature if trial.probes else None
-    on_probe = probe_hook(trial, results, curvature, run.probe_queue) if curvature and run.probe_queue else None
-    train_and_record(
-        trial,
-        results=results,
-        store=store,
-        state=state,
-        device=device,
-        shard=place.shard(state),
-        report=tune.report,
-        save_and_report=save_and_report,
-        writes_results=True,
-        probe_every=curvature.every if on_probe else 0,
-        on_probe=on_probe,
-    )
+    on_probe = None
+    if curvature and run.probe_queue:
+        on_probe = probe_hook(trial, ResultsDir(run.results), curvature, run.probe_queue)
+    _train_reporting_to(tune, run, placement, store, probe_every=curvature.every if on_probe else 0, on_probe=on_probe)
 
 
 def run_distributed_trial(config: dict[str, Any]) -> None:
@@ -178,9 +154,15 @@ def train_worker(config: dict[str, Any]) -> None:
     import ray.train
 
     run = TrialRun.from_config(config["run"])
-    trial = run.trial
     placement, store = run.join_ranks()
-    checkpoint = ray.train.get_checkpoint()
+    _train_reporting_to(ray.train, run, placement, store)
+
+
+def _train_reporting_to(session: Any, run: TrialRun, placement: Placement, store: TokenStore, **probes: Any) -> None:
+    """Train `run`'s trial from the checkpoint `session` (``ray.tune`` or ``ray.train``, the same API) hands back,
+    if any, reporting to it at every eval and saving a checkpoint through it at every checkpoint step."""
+    trial = run.trial
+    checkpoint = session.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             state = placement.load(trial, store.vocab_size, Path(directory))
@@ -188,21 +170,20 @@ def train_worker(config: dict[str, Any]) -> None:
         state = placement.fresh(trial, store.vocab_size)
 
     def save_and_report(state: TrainState, metrics: dict[str, Any]) -> None:
-        # every rank writes its shards and reports: Ray Train gathers them into one checkpoint
+        # under Ray Train every rank writes its shards and reports: Ray Train gathers them into one checkpoint
         with tempfile.TemporaryDirectory() as directory:
             placement.save(state, Path(directory))
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+            session.report(metrics, checkpoint=session.Checkpoint.from_directory(directory))
 
     train_and_record(
         trial,
         results=ResultsDir(run.results),
         store=store,
         state=state,
-        device=placement.device,
-        shard=placement.shard(state),
-        report=ray.train.report,
+        placement=placement,
+        report=session.report,
         save_and_report=save_and_report,
-        writes_results=placement.main,
+        **probes,
     )
 
 
@@ -211,21 +192,21 @@ def train_and_record(
     *,
     results: ResultsDir,
     store: TokenStore,
-    state: TrainState | None,
-    device: torch.device,
-    shard: Shard,
+    state: TrainState,
+    placement: Placement,
     report: Callable[[dict[str, Any]], None],
     save_and_report: Callable[[TrainState, dict[str, Any]], None],
-    writes_results: bool,
     probe_every: int = 0,
     on_probe: Callable[[TrainState], None] | None = None,
 ) -> str:
-    """Train, reporting at every eval and checkpoint point; the process that `writes_results` writes the Parquet.
+    """Train `state` in `placement`, reporting at every eval and checkpoint point; its main process writes the
+    Parquet.
     Returns the trial's status (ok or diverged; an exception is recorded as failed and raised again).
 
     At every `probe_every`-th step `on_probe` gets the state (to save a probe checkpoint and hand it off). With
     ``tracking`` the same process mirrors the rows it writes to the trial's trackers (`orchestrator.tracking`).
     """
+    writes_results, device = placement.main, placement.device
     mirror = Mirror(trial, results) if writes_results and trial.tracking else None
 
     def record_trial(row: dict[str, Any]) -> None:
@@ -256,7 +237,13 @@ def train_and_record(
 
     try:
         outcome = train(
-            trial, store, state=state, device=device, on_report=on_report, shard=shard, probe_every=probe_every
+            trial,
+            store,
+            state=state,
+            device=device,
+            on_report=on_report,
+            shard=placement.shard(state),
+            probe_every=probe_every,
         )
     except Exception as err:
         if writes_results:

@@ -138,7 +138,7 @@ def token_budget(runs: Iterable[StableRun], retained: dict[str, Iterable[int]] |
     retained = retained or {}
     separate = stable = cooldown = 0
     for run in runs:
-        per_step = run.longest.train.batch_size * run.longest.shape.seq_len
+        per_step = run.longest.batch_tokens
         separate += sum(cell.steps for cell in run.cells) * per_step
         stable += sum(s.steps for s in plan_segments(run.fork_steps, retained.get(run.stable_id, ()))) * per_step
         cooldown += sum(cell.steps - fork_step(cell) for cell in run.cells) * per_step

@@ -90,9 +90,14 @@ class TrialConfig:
         return content_id(self.semantic())
 
     @property
+    def batch_tokens(self) -> int:
+        """Tokens in one optimizer step's batch: train.batch_size × seq_len."""
+        return self.train.batch_size * self.shape.seq_len
+
+    @property
     def steps(self) -> int:
         """Optimizer steps: whole batches of the trial's tokens."""
-        return self.tokens // (self.train.batch_size * self.shape.seq_len)
+        return self.tokens // self.batch_tokens
 
     @property
     def decay_start(self) -> int | None:

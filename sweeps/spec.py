@@ -460,16 +460,13 @@ class LMStudyBody(Strict):
     probes: ProbesSpec | None = None
     tracking: TrackingSpec | None = None
 
+    @property
+    def batch_tokens(self) -> int:
+        """Tokens in one batch: train.batch_size × model.seq_len."""
+        return self.train.batch_size * self.model.seq_len
+
     @model_validator(mode="after")
     def _one_batch_at_least(self) -> LMStudyBody:
-        batch_tokens = self.train.batch_size * self.model.seq_len
-        values = list(self.grid.tokens or []) + [c.tokens for c in self.grid.cases or [] if c.tokens is not None]
-        for tokens in values:
-            if tokens < batch_tokens:
-                raise ValueError(
-                    f"grid.tokens value {tokens:,} is less than one batch "
-                    f"(train.batch_size × model.seq_len = {batch_tokens:,} tokens)"
-                )
         if self.train.batch_size % self.resources.workers:
             raise ValueError(
                 f"train.batch_size {self.train.batch_size} is not a multiple of resources.workers "
@@ -494,11 +491,18 @@ class LMStudyBody(Strict):
 
     @model_validator(mode="after")
     def _cells_fit(self) -> LMStudyBody:
-        """Every cell's D can be trained: a budget's is at least one batch before rounding, no two budgets give one
+        """Every cell's D can be trained: at least one batch (a budget's before rounding), no two budgets give one
         size the same D, and no D exceeds a synthetic corpus (a text corpus is counted once it is tokenized, when a
         run sets up its data, still before anything is written)."""
         axis, corpus = self.grid.d_axis, self.data.synthetic.tokens if self.data.synthetic is not None else None
+        batch = self.batch_tokens
         if axis == "tokens":
+            for tokens in self.grid.values(axis):
+                if tokens < batch:
+                    raise ValueError(
+                        f"grid.tokens value {tokens:,} is less than one batch "
+                        f"(train.batch_size × model.seq_len = {batch:,} tokens)"
+                    )
             largest = max(self.grid.values(axis))
             if corpus is not None and largest > corpus:
                 raise ValueError(
@@ -511,12 +515,11 @@ class LMStudyBody(Strict):
                 f"grid.{axis} needs the vocabulary size when the spec is read, and a pretrained tokenizer's is known "
                 "only once it is loaded: use a bpe tokenizer, or give grid.tokens"
             )
-        batch = self.train.batch_size * self.model.seq_len
         for size in self.model.sizes:
             given: dict[int, float] = {}
             for value in self.grid.values(axis):
                 exact = self._budget_tokens(size, axis, value)
-                tokens = self.cell_tokens(size, axis, value)
+                tokens = self._whole_batches(exact)
                 where = f"grid.{axis} value {value:g} gives size {size.label} D = {exact:,.0f} tokens"
                 if exact < batch:
                     raise ValueError(f"{where}, less than one batch ({batch:,} tokens): raise it or drop the size")
@@ -541,8 +544,10 @@ class LMStudyBody(Strict):
     def cell_tokens(self, size: Size, axis: str, value: float) -> int:
         """The D of the model of `size` in a cell whose `axis` (flops or tokens_per_param) has `value`: the budget's
         D (`sweeps.accounting.budget_tokens`) rounded to the nearest whole batch, half up."""
-        batch = self.train.batch_size * self.model.seq_len
-        return math.floor(self._budget_tokens(size, axis, value) / batch + 0.5) * batch
+        return self._whole_batches(self._budget_tokens(size, axis, value))
+
+    def _whole_batches(self, tokens: float) -> int:
+        return math.floor(tokens / self.batch_tokens + 0.5) * self.batch_tokens
 
 
 class StudySpec(LMStudyBody, StudyBase):

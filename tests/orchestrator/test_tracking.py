@@ -18,10 +18,10 @@ import pandas as pd
 import pytest
 import torch
 
-from models.checkpoint import load_state, save_state
+from models.checkpoint import save_state
 from models.data import prepare_tokens
-from models.state import TrainState, new_state, ready_for
-from models.train import Shard
+from models.placement import OneProcess
+from models.state import TrainState
 from orchestrator import tracking
 from orchestrator.cli import main
 from orchestrator.results import ResultsDir
@@ -93,13 +93,12 @@ def record(trial: TrialConfig, results: Path, *, resume_from: Path | None = None
             save_state(state, stop_in)
             raise Stop
 
-    device = torch.device("cpu")
+    placement = OneProcess(torch.device("cpu"))
     store = prepare_tokens(trial.data, min_train_tokens=trial.tokens)
     if resume_from is not None:
-        state = load_state(trial, store.vocab_size, resume_from, device)
+        state = placement.load(trial, store.vocab_size, resume_from)
     else:
-        state = new_state(trial, store.vocab_size, device)
-    ready_for(state, device, compile_step=trial.train.compile)
+        state = placement.fresh(trial, store.vocab_size)
     started = time.perf_counter()
     try:
         status = train_and_record(
@@ -107,11 +106,9 @@ def record(trial: TrialConfig, results: Path, *, resume_from: Path | None = None
             results=ResultsDir.at(str(results)),
             store=store,
             state=state,
-            device=device,
-            shard=Shard(),
+            placement=placement,
             report=lambda _: None,
             save_and_report=save_and_report,
-            writes_results=True,
         )
     except Stop:
         status = "stopped"
