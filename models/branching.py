@@ -60,9 +60,10 @@ class StableStates:
         return [step for step in self.steps() if (self.path(step) / self.PERIODIC).exists()]
 
     def save(self, state: TrainState, placement: Placement, *, periodic: bool = False) -> None:
-        placement.save(state, self.path(state.step))
-        if periodic and placement.main:
+        if periodic and placement.main:  # marked before it is complete: a kill while saving leaves no unmarked one
+            self.path(state.step).mkdir(parents=True, exist_ok=True)
             (self.path(state.step) / self.PERIODIC).touch()
+        placement.save(state, self.path(state.step))
 
     def load(self, trial: TrialConfig, vocab_size: int, step: int, placement: Placement) -> TrainState:
         """The state at `step` (0: the trial's fresh init), ready to train."""
@@ -98,11 +99,16 @@ def run_segment(
     trial = run.longest
     state = states.load(trial, store.vocab_size, segment.start, placement)
     shard = placement.shard(state)
-    # the periodic checkpoint of this segment, at most one (a resumed segment starts from one)
-    kept = [segment.start] if segment.start and segment.start not in run.fork_steps else []
-    for stale in (step for step in states.periodic_steps() if step < segment.start):
-        states.remove(stale, placement)  # a kill came between saving a later checkpoint and removing this one
     retained = set(states.steps())
+    periodic = states.periodic_steps()
+    # the periodic checkpoint of this segment, at most one (a resumed segment starts from one)
+    kept = [segment.start] if segment.start in periodic else []
+    if kept:  # a kill came between saving a later checkpoint and removing this one: the older ones of this stretch,
+        # above the fork state it started from (those below are a stretch running beside it)
+        origin = max((step for step in retained if step < segment.start and step not in periodic), default=0)
+        for stale in (step for step in periodic if origin < step < segment.start):
+            states.remove(stale, placement)
+            retained.discard(stale)
 
     def on_report(report: Report) -> None:
         step = report.state.step

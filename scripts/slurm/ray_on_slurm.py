@@ -25,6 +25,7 @@ import argparse
 import itertools
 import os
 import re
+import secrets
 import shlex
 import shutil
 import subprocess
@@ -134,18 +135,21 @@ def _wait_for_nodes(address: str, count: int, wait_s: float) -> None:
     import ray  # only on the allocation: the dry run needs no Ray
 
     deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            ray.init(address=address, logging_level="ERROR", log_to_driver=False)
-            alive = sum(node["Alive"] for node in ray.nodes())
-            ray.shutdown()
-        except ConnectionError:
-            alive = 0
-        if alive >= count:
-            return
-        if time.monotonic() > deadline:
-            raise SlurmError(f"only {alive} of {count} Ray nodes joined {address} within {wait_s:.0f} s")
-        time.sleep(2)
+    try:
+        while True:
+            try:
+                if not ray.is_initialized():  # one connection once the head answers, asked again every poll
+                    ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+                alive = sum(node["Alive"] for node in ray.nodes())
+            except ConnectionError:
+                alive = 0
+            if alive >= count:
+                return
+            if time.monotonic() > deadline:
+                raise SlurmError(f"only {alive} of {count} Ray nodes joined {address} within {wait_s:.0f} s")
+            time.sleep(2)
+    finally:
+        ray.shutdown()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,6 +172,11 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(shlex.join(step) for step in steps))
             return 0
         *ray_steps, study = steps
+        # one token for this job's cluster, handed to every step through the environment (srun passes it on): else
+        # a token file in a shared home (another cluster's, README "Run on a cluster") wins over the
+        # head's own and locks the driver out
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+        os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
         # the head first: the workers join an address that answers
         started = [subprocess.Popen(ray_steps[0])]
         _wait_for_nodes(f"{head_ip}:{PORT}", 1, args.wait_s)

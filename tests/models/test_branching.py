@@ -93,6 +93,19 @@ def test_a_resumed_stretch_removes_the_periodic_checkpoint_a_kill_left_behind(ru
     assert (states.steps(), states.periodic_steps()) == ([16, 36, 72], [])
 
 
+def test_a_stretch_from_a_finished_cells_fork_state_keeps_that_state(run_and_store, tmp_path: Path) -> None:
+    # a rerun plans only the unfinished cells: the fork state at 16 belongs to a finished cell, not to the rerun's
+    # forks, and stays for a grown axis to fork from (the module docstring)
+    run, store = run_and_store
+    states = StableStates(tmp_path / "states", HERE.marker)
+    run_segment(run, Segment(0, (16,)), store, states, placement=HERE)
+    finished = next(cell for cell in run.cells if fork_step(cell) == 16)
+    rest = run.pending({finished.trial_id})
+    assert rest is not None and sorted(rest.fork_steps) == [36, 72]
+    run_segment(rest, Segment(16, (36, 72)), store, states, placement=HERE)
+    assert (states.steps(), states.periodic_steps()) == ([16, 36, 72], [])
+
+
 def test_a_stable_run_that_diverges_ends_each_later_cell_as_its_separate_trial_would(tiny_study, tmp_path) -> None:
     spec = parse_spec(
         tiny_study(
